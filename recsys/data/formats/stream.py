@@ -1,0 +1,156 @@
+"""The event stream in Redis as an import source (``--format stream``).
+
+``POST /v1/events`` appends every accepted event to the stream
+``<prefix>:events`` (fields: the canonical event columns as text). This
+format drains it: it reads the entries after the last drained id (kept in
+``<data>/stream_cursor.json``) up to the stream's end at the start of the
+import, validates them exactly like the ``events`` format (``parse_events``;
+rejected entries keep their ``stream_id``), and only after the import has
+committed records the new cursor and trims the imported entries from the
+stream (``XTRIM MINID``). An import that fails leaves the stream as it was;
+one interrupted between commit and trim imports nothing twice (the cursor,
+and content-derived event ids).
+
+SRC is the literal ``redis`` (the data directory's Redis: ``$REDIS_URL``,
+else the embedded server) or a ``redis://`` / ``unix://`` URL; the key prefix
+is ``$RECSYS_REDIS_PREFIX``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import redis
+from tqdm import tqdm
+
+from recsys.data.events import IDENTITY_COLUMNS, event_ids
+from recsys.data.formats.canonical import parse_events
+from recsys.data.importing import Batch
+from recsys.data.store import DataError, DataStore
+from recsys.snapshots.keys import Keys
+
+CURSOR_FILE = "stream_cursor.json"
+#: Entries per XRANGE call, and per imported batch.
+READ_COUNT = 10_000
+BATCH_ROWS = 200_000
+COLUMNS = list(IDENTITY_COLUMNS)  # the canonical event columns
+
+
+class StreamImport:
+    """Iterates the stream's new entries as import batches; ``after_commit`` trims them."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, target: str, store: DataStore, progress):
+        self.client = client
+        self.stream = keys.event_stream
+        self.cursor_name = f"{target}#{self.stream}"
+        self.store = store
+        self.progress = progress
+        self.last_id: str | None = None
+        self._iterator = self._batches()
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self._iterator
+
+    def __next__(self) -> Batch:
+        return next(self._iterator)
+
+    def _batches(self) -> Iterator[Batch]:
+        start = self._cursor()
+        newest = self.client.xrevrange(self.stream, count=1)
+        if not newest:
+            return
+        end = _text(newest[0][0])
+        low = f"({start}" if start else "-"
+        seen = np.empty(0, dtype=np.uint64)
+        first_row = 1
+        rows: list[dict] = []
+        ids: list[str] = []
+        bar = tqdm(desc="import stream", unit="event", disable=not self.progress)
+        while True:
+            entries = self.client.xrange(self.stream, min=low, max=end, count=READ_COUNT)
+            for entry_id, fields in entries:
+                ids.append(_text(entry_id))
+                rows.append({_text(k): _text(v) for k, v in fields.items()})
+            bar.update(len(entries))
+            done = len(entries) < READ_COUNT or (entries and _text(entries[-1][0]) == end)
+            if entries:
+                low = f"({_text(entries[-1][0])}"
+            if rows and (done or len(rows) >= BATCH_ROWS):
+                batch, seen = self._batch(rows, ids, seen, first_row)
+                first_row += len(rows)
+                self.last_id = ids[-1]
+                rows, ids = [], []
+                yield batch
+            if done:
+                break
+        bar.close()
+
+    def _batch(self, rows, ids, seen, first_row) -> tuple[Batch, np.ndarray]:
+        raw = pd.DataFrame({c: [row.get(c, "") for row in rows] for c in COLUMNS}, dtype=object)
+        raw.insert(0, "stream_id", ids)
+        events, verdicts = parse_events(raw, f"redis stream {self.stream}")
+        ok = verdicts.accepted
+        event_id = event_ids(events)
+        dup = np.zeros(len(raw), dtype=bool)
+        dup[ok] = pd.Series(event_id[ok]).duplicated().to_numpy() | np.isin(event_id[ok], seen)
+        verdicts.reject(dup, "duplicate_row")
+        ok = verdicts.accepted
+        events["event_id"] = event_id
+        batch = Batch(
+            file=f"redis:{self.stream}",
+            rows_read=len(raw),
+            accepted=int(ok.sum()),
+            tables={"events": events[ok]},
+            rejects=verdicts.rejects(raw, first_row),
+        )
+        return batch, np.union1d(seen, event_id[ok])
+
+    def after_commit(self) -> None:
+        """Record the cursor, then trim the imported entries (called once committed)."""
+        if self.last_id is None:
+            return
+        path = self.store.root / CURSOR_FILE
+        cursors = json.loads(path.read_text()) if path.exists() else {}
+        cursors[self.cursor_name] = self.last_id
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(cursors, indent=1))
+        os.replace(tmp, path)
+        ms, seq = (int(part) for part in self.last_id.split("-"))
+        self.client.xtrim(self.stream, minid=f"{ms}-{seq + 1}", approximate=False)
+
+    def _cursor(self) -> str | None:
+        path = self.store.root / CURSOR_FILE
+        if not path.exists():
+            return None
+        return json.loads(path.read_text()).get(self.cursor_name)
+
+
+def import_stream(src: str, store: DataStore, progress: bool = True) -> StreamImport:
+    """The event stream of ``src`` (``redis`` or a Redis URL) as import batches."""
+    from recsys.snapshots.connection import connect, redis_target
+
+    if src == "redis":
+        client, target = connect(store.root), redis_target(store.root)
+    elif src.startswith(("redis://", "rediss://", "unix://")):
+        client, target = redis.Redis.from_url(src), src
+    else:
+        raise DataError(
+            f"{src}: for --format stream give `redis` (the data directory's Redis) "
+            "or a redis:// or unix:// URL"
+        )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise DataError(f"cannot reach Redis at {target}: {exc}") from exc
+    return StreamImport(client, Keys.from_env(), target, store, progress)
+
+
+import_stream.reads_files = False  # SRC names a Redis, not a file
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

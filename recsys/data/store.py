@@ -1,0 +1,327 @@
+"""The data directory: canonical tables as Parquet parts under one manifest.
+
+Layout of a data directory::
+
+    tables/<table>/part-<uuid>.parquet   immutable parts
+    tables/manifest.json                 the parts that make up every table
+    rejects/<import id>.parquet          rejected input rows with their reason
+    imports.jsonl                        one summary line per import
+
+A write stages new parts beside the live ones, then replaces ``manifest.json``
+in one ``os.replace``: readers and a crashed writer never see half an import,
+and every table of one import changes together. Parts no longer named by the
+manifest (left by a crash, or replaced) are deleted by the next writer.
+Writers are serialised by an exclusive lock on ``tables/.lock``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from recsys.data.schema import TABLES, Table
+
+MANIFEST = "manifest.json"
+
+
+class DataError(Exception):
+    """Input that cannot be imported; the message says what to do."""
+
+
+@dataclass
+class UpsertStats:
+    """What an upsert did to one table."""
+
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"new": self.new, "updated": self.updated, "unchanged": self.unchanged}
+
+
+class DataStore:
+    """Read and write the canonical tables of one data directory."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.tables_dir = self.root / "tables"
+        self.rejects_dir = self.root / "rejects"
+
+    # ---- reading ---------------------------------------------------------
+    def manifest(self) -> dict:
+        """The committed manifest: ``{"tables": {name: [part, ...]}, ...}``."""
+        path = self.tables_dir / MANIFEST
+        if not path.exists():
+            return {"tables": {}, "committed_at": None}
+        return json.loads(path.read_text())
+
+    def parts(self, table: str) -> list[dict]:
+        """The parts of ``table`` (each ``{"file", "rows", "month"}``)."""
+        _table(table)
+        return list(self.manifest()["tables"].get(table, []))
+
+    def has(self, table: str) -> bool:
+        """True if ``table`` holds at least one row."""
+        return any(p["rows"] for p in self.parts(table))
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table."""
+        tables = self.manifest()["tables"]
+        return {name: sum(p["rows"] for p in tables.get(name, [])) for name in TABLES}
+
+    def dataset(self, table: str, months: list[str] | None = None) -> ds.Dataset:
+        """A ``pyarrow.dataset`` over the table's parts, for streaming scans.
+
+        ``months`` (``"YYYY-MM"``) restricts a month-partitioned table.
+        """
+        spec = _table(table)
+        parts = self.parts(table)
+        if months is not None:
+            wanted = set(months)
+            parts = [p for p in parts if p.get("month") in wanted]
+        files = [str(self.tables_dir / table / p["file"]) for p in parts]
+        return ds.dataset(files, schema=spec.schema, format="parquet")
+
+    def read(self, table: str, columns: list[str] | None = None, filter=None) -> pd.DataFrame:
+        """The whole table (or some columns / rows) as a DataFrame."""
+        arrow = self.dataset(table).to_table(columns=columns, filter=filter)
+        return arrow.to_pandas()
+
+    # ---- writing ---------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Stage writes to several tables and commit them together.
+
+        Leaving the block normally commits; an exception discards the staged
+        parts and leaves the committed data as it was.
+        """
+        self.tables_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.tables_dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._collect_garbage()
+            txn = Transaction(self)
+            try:
+                yield txn
+            except BaseException:
+                txn.discard()
+                raise
+            txn.commit()
+            self._collect_garbage()
+
+    def _collect_garbage(self) -> None:
+        """Delete part files that the committed manifest does not name."""
+        live = {
+            (name, p["file"]) for name, parts in self.manifest()["tables"].items() for p in parts
+        }
+        for name in TABLES:
+            folder = self.tables_dir / name
+            if not folder.is_dir():
+                continue
+            for path in folder.glob("part-*.parquet"):
+                if (name, path.name) not in live:
+                    path.unlink(missing_ok=True)
+        for tmp in self.tables_dir.glob(f"{MANIFEST}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class Transaction:
+    """Writes staged against one data directory; see ``DataStore.transaction``."""
+
+    store: DataStore
+    tables: dict[str, list[dict]] = field(init=False)
+    staged: list[Path] = field(default_factory=list)
+    _known: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.tables = {k: list(v) for k, v in self.store.manifest()["tables"].items()}
+
+    def write_part(self, table: str, data: pa.Table | pd.DataFrame) -> None:
+        """Append ``data`` to ``table`` as new parts, without any merging.
+
+        For a writer that knows its rows are new (the synthetic generator);
+        rows of a month-partitioned table are split by month.
+        """
+        spec = _table(table)
+        arrow = to_arrow(spec, data)
+        if spec.partition_by_month is None:
+            self._add_part(spec, arrow, None)
+            return
+        months = month_keys(arrow.column(spec.partition_by_month))
+        for month in np.unique(months):
+            self._add_part(spec, arrow.filter(pa.array(months == month)), str(month))
+
+    def replace_table(self, table: str) -> None:
+        """Drop every committed part of ``table`` (at commit time)."""
+        _table(table)
+        self.tables[table] = [p for p in self.tables.get(table, []) if p.get("staged")]
+        self._known.clear()
+
+    def upsert(self, table: str, data: pa.Table | pd.DataFrame) -> UpsertStats:
+        """Merge ``data`` into ``table`` by the table's key.
+
+        ``keep_first`` tables (events) keep the stored row and add only new
+        keys, touching only the months the new rows fall in; ``keep_last``
+        tables (items, customers) replace stored rows by the new ones.
+        """
+        spec = _table(table)
+        new = to_arrow(spec, data).to_pandas()
+        stats = UpsertStats()
+        new = new.drop_duplicates(
+            list(spec.key), keep="last" if spec.on_conflict == "keep_last" else "first"
+        )
+        if spec.partition_by_month is not None:
+            months = month_keys(
+                pa.array(
+                    new[spec.partition_by_month],
+                    type=spec.schema.field(spec.partition_by_month).type,
+                )
+            )
+            for month in np.unique(months):
+                rows = new[months == month]
+                known = self._known_keys(spec, str(month))
+                fresh = rows[~np.isin(rows[spec.key[0]].to_numpy(), known)]
+                stats.unchanged += len(rows) - len(fresh)
+                stats.new += len(fresh)
+                if len(fresh):
+                    self._add_part(spec, to_arrow(spec, fresh), str(month))
+                    ids = fresh[spec.key[0]].to_numpy()
+                    self._known[str(month)] = np.union1d(known, ids)
+            return stats
+        old = self._read(spec)
+        key = list(spec.key)
+        merged = pd.concat([old, new], ignore_index=True)
+        if len(old):
+            old_keys = pd.MultiIndex.from_frame(old[key])
+            new_keys = pd.MultiIndex.from_frame(new[key])
+            present = new_keys.isin(old_keys)
+            same = _rows_equal(old, new[present], key)
+            stats.unchanged = int(same)
+            stats.updated = int(present.sum()) - int(same)
+            stats.new = int((~present).sum())
+        else:
+            stats.new = len(new)
+        merged = merged.drop_duplicates(key, keep="last").sort_values(key, ignore_index=True)
+        self.tables[table] = [p for p in self.tables.get(table, []) if p.get("staged")]
+        self._add_part(spec, to_arrow(spec, merged), None)
+        return stats
+
+    # ---- internals -------------------------------------------------------
+    def _known_keys(self, spec: Table, month: str) -> np.ndarray:
+        """Sorted keys of one month of a single-key partitioned table (cached)."""
+        if month not in self._known:
+            stored = self._read(spec, [spec.key[0]], month=month)[spec.key[0]].to_numpy()
+            self._known[month] = np.unique(stored)
+        return self._known[month]
+
+    def _read(
+        self, spec: Table, columns: list[str] | None = None, month: str | None = None
+    ) -> pd.DataFrame:
+        parts = self.tables.get(spec.name, [])
+        if month is not None:
+            parts = [p for p in parts if p.get("month") == month]
+        files = [str(self.store.tables_dir / spec.name / p["file"]) for p in parts]
+        schema = (
+            spec.schema if columns is None else pa.schema([spec.schema.field(c) for c in columns])
+        )
+        if not files:
+            return schema.empty_table().to_pandas()
+        return (
+            ds.dataset(files, schema=spec.schema, format="parquet")
+            .to_table(columns=columns)
+            .to_pandas()
+        )
+
+    def _add_part(self, spec: Table, arrow: pa.Table, month: str | None) -> None:
+        folder = self.store.tables_dir / spec.name
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"part-{uuid.uuid4().hex}.parquet"
+        path = folder / name
+        self.staged.append(path)
+        pq.write_table(arrow, path, compression="zstd")
+        self.tables.setdefault(spec.name, []).append(
+            {"file": name, "rows": arrow.num_rows, "month": month, "staged": True}
+        )
+
+    def commit(self) -> None:
+        tables = {
+            name: [{k: v for k, v in p.items() if k != "staged"} for p in parts]
+            for name, parts in self.tables.items()
+        }
+        body = {"tables": tables, "committed_at": datetime.now(UTC).isoformat()}
+        tmp = self.store.tables_dir / f"{MANIFEST}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(body, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.store.tables_dir / MANIFEST)
+
+    def discard(self) -> None:
+        for path in self.staged:
+            path.unlink(missing_ok=True)
+
+
+def to_arrow(spec: Table, data: pa.Table | pd.DataFrame) -> pa.Table:
+    """``data`` cast to the table's schema (columns in schema order)."""
+    if isinstance(data, pd.DataFrame):
+        missing = [f.name for f in spec.schema if f.name not in data.columns]
+        if missing:
+            raise DataError(f"{spec.name}: missing columns {missing}")
+        return pa.Table.from_pandas(
+            data[spec.schema.names], schema=spec.schema, preserve_index=False
+        )
+    return data.select(spec.schema.names).cast(spec.schema)
+
+
+def _table(name: str) -> Table:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise DataError(f"unknown table {name!r}; tables are {sorted(TABLES)}") from None
+
+
+def month_keys(timestamps: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """``"YYYY-MM"`` of every timestamp."""
+    values = timestamps.to_numpy() if isinstance(timestamps, pa.Array) else np.asarray(timestamps)
+    return np.datetime_as_string(values.astype("datetime64[M]"), unit="M")
+
+
+def _rows_equal(old: pd.DataFrame, new: pd.DataFrame, key: list[str]) -> int:
+    """How many rows of ``new`` equal the stored row with the same key."""
+    if not len(new):
+        return 0
+    joined = new.merge(old, on=key, how="inner", suffixes=("", "_old"))
+    equal = np.ones(len(joined), dtype=bool)
+    for col in new.columns:
+        if col in key:
+            continue
+        a, b = joined[col], joined[f"{col}_old"]
+        same = (a.astype(str) == b.astype(str)) | (a.isna() & b.isna())
+        equal &= same.to_numpy()
+    return int(equal.sum())
+
+
+def now_utc() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def append_import_log(root: Path, summary: dict) -> None:
+    """Append one import summary to ``imports.jsonl`` in the data directory."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "imports.jsonl", "a") as fh:
+        fh.write(json.dumps(summary, default=str) + "\n")

@@ -1,0 +1,169 @@
+"""Vectorised row validation: parse text columns and record why rows fail.
+
+Every importer reads its input as text, parses each column with the helpers
+here and marks failing rows with a reason through ``Verdicts``. A row gets
+the first reason that applies, so every input row ends up either accepted or
+rejected with exactly one reason.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from recsys.data import markets
+from recsys.data.schema import ID_PATTERN
+from recsys.data.store import DataError
+
+
+class Verdicts:
+    """The reject reason of each row so far (``None`` = still accepted)."""
+
+    def __init__(self, n_rows: int):
+        self.reasons = np.full(n_rows, None, dtype=object)
+
+    def reject(self, mask, reason: str) -> None:
+        """Reject the rows of ``mask`` that have no reason yet with ``reason``."""
+        mask = np.asarray(mask, dtype=bool)
+        self.reasons[mask & self.accepted] = reason
+
+    @property
+    def accepted(self) -> np.ndarray:
+        """Boolean mask of the rows not rejected."""
+        return pd.isna(self.reasons)
+
+    def rejects(self, raw: pd.DataFrame, first_row: int = 1) -> pd.DataFrame:
+        """The rejected raw rows, with their input row number and reason."""
+        bad = ~self.accepted
+        out = raw.loc[bad].astype(str).reset_index(drop=True)
+        out.insert(0, "reason", self.reasons[bad].astype(str))
+        out.insert(0, "row", np.flatnonzero(bad) + first_row)
+        return out
+
+
+def require_columns(raw: pd.DataFrame, required: list[str], source: str) -> None:
+    """Raise a one-line ``DataError`` naming the required columns that are missing."""
+    missing = [c for c in required if c not in raw.columns]
+    if missing:
+        raise DataError(
+            f"{source}: missing required column(s) {', '.join(missing)}; "
+            f"found {', '.join(map(str, raw.columns)) or 'none'}"
+        )
+
+
+def column(raw: pd.DataFrame, name: str) -> pd.Series:
+    """A text column (pandas string dtype) with whitespace stripped; empty if absent."""
+    if name not in raw.columns:
+        return pd.Series([""] * len(raw), index=raw.index, dtype="str")
+    values = raw[name]
+    if not isinstance(values.dtype, pd.StringDtype):  # objects or numbers: convert once
+        values = values.astype(object).where(values.notna(), "").map(str).astype("str")
+    return values.fillna("").str.strip()
+
+
+def blank(values: pd.Series) -> np.ndarray:
+    """Mask of empty values."""
+    return (values == "").to_numpy()
+
+
+def parse_float(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Floats and the mask of non-empty values that are not numbers."""
+    parsed = pd.to_numeric(values.where(values != ""), errors="coerce").to_numpy(float)
+    bad = np.isnan(parsed) & ~blank(values)
+    bad |= np.isinf(parsed)
+    return parsed, bad
+
+
+def parse_int(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Integers (as float, NaN when empty) and the mask of non-integers."""
+    parsed, bad = parse_float(values)
+    bad |= ~np.isnan(parsed) & (np.round(parsed) != parsed)
+    return parsed, bad
+
+
+def parse_timestamp(values: pd.Series, tz: str = "UTC") -> tuple[pd.Series, np.ndarray]:
+    """UTC timestamps and the mask of non-empty values that do not parse.
+
+    Accepts ISO 8601 text (with or without offset; naive times are in ``tz``)
+    and Unix epoch seconds.
+    """
+    text = values.where(values != "")
+    numeric = pd.to_numeric(text, errors="coerce")
+    is_epoch = numeric.notna().to_numpy()
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ms, UTC]")
+    if is_epoch.any():
+        parsed[is_epoch] = pd.to_datetime(numeric[is_epoch], unit="s", utc=True)
+    rest = ~is_epoch & ~blank(values)
+    has_offset = values.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).to_numpy(bool)
+    aware, naive = rest & has_offset, rest & ~has_offset
+    if aware.any():
+        parsed[aware] = pd.to_datetime(text[aware], errors="coerce", format="ISO8601", utc=True)
+    if naive.any():
+        sub = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
+        sub = sub.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward")
+        parsed[naive] = sub.dt.tz_convert("UTC")
+    bad = parsed.isna().to_numpy() & ~blank(values)
+    return parsed, bad
+
+
+def parse_bool(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Booleans (true/false, yes/no, 1/0, y/n; case-insensitive) and the bad mask."""
+    lowered = values.str.lower()
+    truthy = lowered.isin(["true", "t", "yes", "y", "1"]).to_numpy()
+    falsy = lowered.isin(["false", "f", "no", "n", "0"]).to_numpy()
+    bad = ~(truthy | falsy) & ~blank(values)
+    return truthy, bad
+
+
+def bad_ids(values: pd.Series) -> np.ndarray:
+    """Mask of non-empty ids that break the id rule (see ``schema.ID_PATTERN``)."""
+    ok = values.str.fullmatch(ID_PATTERN.pattern.strip("^$")).fillna(False).to_numpy(bool)
+    return ~ok & ~blank(values)
+
+
+def parse_country(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """ISO alpha-2 codes from codes or country names, and the mask of unknown names.
+
+    Names that denote no single country (``Unspecified``) give ``None``.
+    """
+    lookup: dict[str, str | None] = {}
+    unknown: set[str] = set()
+    for name in pd.unique(values):
+        if name == "":
+            lookup[name] = None
+            continue
+        try:
+            lookup[name] = markets.country_code(name)
+        except LookupError:
+            unknown.add(name)
+    codes = values.map(lookup).to_numpy(object).copy()  # a dict map: no call per row
+    codes[pd.isna(codes)] = None
+    return codes, values.isin(unknown).to_numpy()
+
+
+def parse_currency(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Upper-cased ISO 4217 codes and the mask of unknown codes."""
+    upper = values.str.upper()
+    known = {code: code == "" or markets.is_currency(code) for code in pd.unique(upper)}
+    ok = upper.map(known).to_numpy(bool)
+    return upper.where(upper != "").to_numpy(object), ~ok
+
+
+def as_text(values: pd.Series) -> np.ndarray:
+    """Values as an object array with ``None`` for empty."""
+    out = values.to_numpy(dtype=object, na_value=None).copy()
+    out[blank(values)] = None
+    return out
+
+
+def check_column_type(raw: pd.DataFrame, name: str, bad: np.ndarray, kind: str, source: str):
+    """Raise if a column has values and none of them parses: a wrong type, not a bad row."""
+    if name not in raw.columns:
+        return
+    present = ~blank(column(raw, name))
+    if present.sum() >= 3 and bad[present].all():
+        example = column(raw, name)[present].iloc[0]
+        raise DataError(
+            f"{source}: column {name!r} should hold {kind} but no value parses "
+            f"(first: {example!r}); check the column order and the --format"
+        )

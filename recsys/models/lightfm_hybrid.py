@@ -1,0 +1,313 @@
+"""LightFM hybrid: users and items as sums of feature embeddings (Kula 2015)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from lightfm import LightFM
+
+from recsys.features import user_feature_names
+from recsys.models.base import FitContext, Recommender
+from recsys.models.sparse_utils import binarize
+from recsys.models.topn import top_n
+
+LOSSES = ("warp", "bpr", "logistic", "warp-kos")
+NORMALIZE_OPTIONS = (True, False, "users", "items")
+
+
+class LightFMRecommender(Recommender):
+    """LightFM with an identity feature per user / item plus the context's features.
+
+    ``context.item_features`` (e.g. category, brand, price band) and
+    ``context.user_features`` (e.g. country, language) are appended to the
+    identity features, and each row is scaled to sum to 1 when
+    ``normalize_features`` (``"users"`` or ``"items"``: that side only). An item
+    without interactions is still scored from its features (``add_cold_items``
+    appends items that arrive after fitting); a user with no history is scored
+    from a feature row with ``score_user_features`` / ``recommend_cold`` /
+    ``recommend_new_users``.
+
+    ``profile_rows`` (share of users, 0-1) also trains that share of users as
+    profile-only rows (their side features, no identity), so the user features
+    learn to rank on their own, as they must for a new user. ``sample_weights``
+    passes the positive interaction weights (e.g. time-decayed), scaled to mean
+    1, as LightFM sample weights instead of counting every positive once.
+    """
+
+    name = "lightfm"
+    supports_new_users = True
+
+    def __init__(
+        self,
+        no_components: int = 32,
+        loss: str = "warp",
+        learning_rate: float = 0.05,
+        item_alpha: float = 0.0,
+        user_alpha: float = 0.0,
+        epochs: int = 30,
+        max_sampled: int = 10,
+        normalize_features: bool | str = True,
+        random_state: int | None = 0,
+        num_threads: int = 1,
+        profile_rows: float = 0.0,
+        sample_weights: bool = False,
+    ) -> None:
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if no_components < 1 or epochs < 1:
+            raise ValueError("no_components and epochs must be >= 1")
+        if item_alpha < 0 or user_alpha < 0:
+            raise ValueError("item_alpha and user_alpha must be >= 0")
+        if normalize_features not in NORMALIZE_OPTIONS:
+            raise ValueError(
+                f"normalize_features must be a bool, 'users' or 'items', got {normalize_features!r}"
+            )
+        if not 0 <= profile_rows <= 1:
+            raise ValueError(f"profile_rows must lie in [0, 1], got {profile_rows!r}")
+        if sample_weights and loss == "warp-kos":
+            raise ValueError("LightFM has no sample weights for loss='warp-kos'")
+        self.no_components = no_components
+        self.loss = loss
+        self.learning_rate = learning_rate
+        self.item_alpha = item_alpha
+        self.user_alpha = user_alpha
+        self.epochs = epochs
+        self.max_sampled = max_sampled
+        self.normalize_features = normalize_features
+        self.random_state = random_state
+        self.num_threads = num_threads
+        self.profile_rows = profile_rows
+        self.sample_weights = sample_weights
+
+    # -- features -----------------------------------------------------------------
+
+    def _with_identity(
+        self, features: sp.csr_matrix, n_identity: int, kind: str, *, cold: bool = False
+    ) -> sp.csr_matrix:
+        """[identity | features], rows scaled to sum 1 when ``normalize_features``
+        covers ``kind`` ("user" or "item").
+
+        ``n_identity`` is the number of identity columns (entities seen at fit);
+        ``cold`` rows describe new entities and get an empty identity part.
+        """
+        n_rows = features.shape[0]
+        if cold:
+            identity = sp.csr_matrix((n_rows, n_identity), dtype=np.float32)
+        else:
+            identity = sp.eye(n_rows, n_identity, dtype=np.float32, format="csr")
+        combined = sp.csr_matrix(sp.hstack([identity, features], format="csr"), dtype=np.float32)
+        if self.normalize_features in (True, f"{kind}s"):
+            sums = np.asarray(combined.sum(axis=1)).ravel()
+            scale = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums != 0)
+            combined = sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ combined)
+        return combined
+
+    @staticmethod
+    def _side_features(features, names, n_rows: int, kind: str) -> tuple[sp.csr_matrix, list]:
+        if features is None:
+            return sp.csr_matrix((n_rows, 0), dtype=np.float32), []
+        if features.shape[0] < n_rows:
+            raise ValueError(f"{kind}_features has {features.shape[0]} rows for {n_rows} {kind}s")
+        matrix = sp.csr_matrix(features, dtype=np.float32)[:n_rows]
+        if names is None:
+            names = [f"{kind}_feature_{j}" for j in range(matrix.shape[1])]
+        return sp.csr_matrix(matrix), [str(n) for n in names]
+
+    # -- fit and score ------------------------------------------------------------
+
+    def fit(self, user_items: sp.spmatrix, *, context: FitContext | None = None) -> Self:
+        """Learn feature embeddings from binary interactions and the context's features."""
+        matrix = self._start_fit(user_items)
+        context = context or FitContext()
+        item_side, item_names = self._side_features(
+            context.item_features, context.item_feature_names, self.n_items_, "item"
+        )
+        user_side, user_names = self._side_features(
+            context.user_features, context.user_feature_names, self.n_users_, "user"
+        )
+        self.item_feature_names_ = np.array(item_names, dtype=str)
+        self.user_feature_names_ = np.array(user_names, dtype=str)
+        self.item_features_ = self._with_identity(item_side, self.n_items_, "item")
+        self.user_features_ = self._with_identity(user_side, self.n_users_, "user")
+        interactions, weights, user_rows = self._training_rows(matrix, user_side)
+
+        model = LightFM(
+            no_components=self.no_components,
+            loss=self.loss,
+            learning_rate=self.learning_rate,
+            item_alpha=self.item_alpha,
+            user_alpha=self.user_alpha,
+            max_sampled=self.max_sampled,
+            random_state=self.random_state,
+        )
+        model.fit(
+            interactions,
+            user_features=user_rows,
+            item_features=self.item_features_,
+            sample_weight=weights,
+            epochs=self.epochs,
+            num_threads=self.num_threads,
+        )
+        self.user_embeddings_ = model.user_embeddings
+        self.user_biases_ = model.user_biases
+        self.item_embeddings_ = model.item_embeddings
+        self.item_biases_ = model.item_biases
+        self._cache_item_representations()
+        return self
+
+    def _training_rows(
+        self, matrix: sp.csr_matrix, user_side: sp.csr_matrix
+    ) -> tuple[sp.coo_matrix, sp.coo_matrix | None, sp.csr_matrix]:
+        """Interactions, sample weights and user feature rows handed to LightFM.
+
+        With ``profile_rows``, a seeded share of users is appended again as
+        profile-only rows (features without identity) with the same interactions.
+        """
+        positive = binarize(matrix)
+        positive.sort_indices()
+        weights = None
+        if self.sample_weights:  # the positive entries' values, in the same layout
+            weights = positive.copy()
+            weights.data = np.asarray(matrix[positive.nonzero()], dtype=np.float32).ravel()
+            weights.data /= weights.data.mean() if weights.nnz else 1.0
+        user_rows = self.user_features_
+        if self.profile_rows > 0 and user_side.shape[1] > 0:
+            rng = np.random.default_rng(self.random_state)
+            picked = np.flatnonzero(rng.random(self.n_users_) < self.profile_rows)
+            profiles = self._with_identity(user_side[picked], self.n_users_, "user", cold=True)
+            user_rows = sp.csr_matrix(sp.vstack([user_rows, profiles]))
+            positive = sp.csr_matrix(sp.vstack([positive, positive[picked]]))
+            if weights is not None:
+                weights = sp.csr_matrix(sp.vstack([weights, weights[picked]]))
+        if weights is not None:
+            weights = weights.tocoo()
+        return positive.tocoo(), weights, user_rows
+
+    def _cache_item_representations(self) -> None:
+        self._item_vectors = np.asarray(self.item_features_ @ self.item_embeddings_, np.float32)
+        self._item_bias = np.asarray(self.item_features_ @ self.item_biases_, np.float32)
+
+    def _score_feature_rows(self, rows: sp.csr_matrix) -> np.ndarray:
+        vectors = rows @ self.user_embeddings_
+        biases = rows @ self.user_biases_
+        scores = vectors @ self._item_vectors.T + biases[:, None] + self._item_bias[None, :]
+        return np.asarray(scores, dtype=np.float32)
+
+    def score(self, userids: np.ndarray, user_items: sp.csr_matrix) -> np.ndarray:
+        """LightFM's prediction for every item; users unknown at fit get item biases only."""
+        self._check_fitted()
+        userids = np.asarray(userids, dtype=np.int64)
+        known = userids < self.n_users_
+        rows = sp.csr_matrix(self.user_features_[np.where(known, userids, 0)])
+        if not known.all():
+            rows = sp.csr_matrix(sp.diags(known.astype(np.float32)) @ rows)
+        return self._score_feature_rows(rows)
+
+    # -- cold users -------------------------------------------------------------
+
+    def user_features_from_names(self, rows: Sequence[Sequence[str]]) -> sp.csr_matrix:
+        """A feature matrix (one row per user) from feature names; unknown names are ignored."""
+        self._check_fitted()
+        lookup = {name: j for j, name in enumerate(self.user_feature_names_)}
+        indptr, indices = [0], []
+        for names in rows:
+            indices.extend(sorted({lookup[n] for n in names if n in lookup}))
+            indptr.append(len(indices))
+        data = np.ones(len(indices), dtype=np.float32)
+        return sp.csr_matrix(
+            (data, np.array(indices, dtype=np.int32), np.array(indptr)),
+            shape=(len(rows), len(self.user_feature_names_)),
+        )
+
+    def score_user_features(self, user_features: sp.spmatrix) -> np.ndarray:
+        """Scores (n x n_items) for users described only by side features (no history).
+
+        ``user_features`` has the columns of ``context.user_features`` at fit time.
+        """
+        self._check_fitted()
+        if not sp.issparse(user_features):
+            raise TypeError("user_features must be a scipy sparse matrix")
+        if user_features.shape[1] != len(self.user_feature_names_):
+            raise ValueError(
+                f"user_features has {user_features.shape[1]} columns, the model "
+                f"{len(self.user_feature_names_)}"
+            )
+        rows = self._with_identity(
+            sp.csr_matrix(user_features, dtype=np.float32), self.n_users_, "user", cold=True
+        )
+        return self._score_feature_rows(rows)
+
+    def recommend_cold(
+        self, user_features: sp.spmatrix, N: int = 10, filter_items=None, items=None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``N`` (ids, scores), 2-D, for users described only by side features."""
+        scores = self.score_user_features(user_features)
+        return top_n(scores, N, exclude=self._item_mask(filter_items, items))
+
+    def _score_new_users(self, profiles: pd.DataFrame) -> np.ndarray:
+        """Scores from the ``country=..`` / ``language=..`` features of each profile."""
+        names = [
+            user_feature_names(country, language)
+            for country, language in zip(profiles["country"], profiles["language"], strict=True)
+        ]
+        return self.score_user_features(self.user_features_from_names(names))
+
+    # -- cold items -------------------------------------------------------------
+
+    def add_cold_items(self, item_features: sp.spmatrix) -> None:
+        """Append items unknown at fit time, represented by their side features only.
+
+        Rows take the next item indices (``n_items_``, ``n_items_ + 1``, ...), as an
+        append-only id map assigns them; columns are those of
+        ``context.item_features`` at fit time.
+        """
+        self._check_fitted()
+        if not sp.issparse(item_features):
+            raise TypeError("item_features must be a scipy sparse matrix")
+        if item_features.shape[1] != len(self.item_feature_names_):
+            raise ValueError(
+                f"item_features has {item_features.shape[1]} columns, the model "
+                f"{len(self.item_feature_names_)}"
+            )
+        n_identity = self.item_features_.shape[1] - len(self.item_feature_names_)
+        rows = self._with_identity(
+            sp.csr_matrix(item_features, dtype=np.float32), n_identity, "item", cold=True
+        )
+        self.item_features_ = sp.csr_matrix(sp.vstack([self.item_features_, rows]))
+        self.n_items_ += rows.shape[0]
+        self._cache_item_representations()
+
+    def _similar_scores(self, itemids: np.ndarray) -> np.ndarray:
+        norms = np.linalg.norm(self._item_vectors, axis=1)
+        norms[norms == 0] = 1e-10
+        vectors = self._item_vectors
+        cosine = (vectors[itemids] @ vectors.T) / (norms[itemids, None] * norms[None, :])
+        return cosine.astype(np.float32)
+
+    # -- persistence --------------------------------------------------------------
+
+    def _get_state(self) -> dict[str, Any]:
+        return {
+            "item_feature_names_": self.item_feature_names_,
+            "user_feature_names_": self.user_feature_names_,
+            "item_features_": self.item_features_,
+            "user_features_": self.user_features_,
+            "user_embeddings_": self.user_embeddings_,
+            "user_biases_": self.user_biases_,
+            "item_embeddings_": self.item_embeddings_,
+            "item_biases_": self.item_biases_,
+        }
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        for key in ("item_feature_names_", "user_feature_names_"):
+            setattr(self, key, np.asarray(state[key]).astype(str).reshape(-1))
+        for key in ("item_features_", "user_features_"):
+            setattr(self, key, sp.csr_matrix(state[key], dtype=np.float32))
+        for key in ("user_embeddings_", "user_biases_", "item_embeddings_", "item_biases_"):
+            setattr(self, key, np.asarray(state[key], dtype=np.float32))
+        self._cache_item_representations()

@@ -1,0 +1,1 @@
+"""Versioned candidate snapshots in Redis: key names, codec, connection, writer, reader."""

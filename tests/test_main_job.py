@@ -1,0 +1,53 @@
+"""The README's main job, end to end on embedded defaults, in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def test_recsys_run_goes_from_data_to_a_champion(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "REDIS_URL")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recsys",
+            "--data",
+            str(tmp_path / "shop"),
+            "run",
+            "--users",
+            "800",
+            "--items",
+            "150",
+            "--days",
+            "60",
+            "--json",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    out = json.loads(done.stdout)
+    steps = out["steps"]
+    assert steps["data"]["users"] == 800 and steps["data"]["events"] > 1000
+    assert steps["validation"] == {
+        "ok": True,
+        "events_checked": steps["data"]["events"],
+        "problems": {},
+    }
+    assert steps["interactions"]["nonzeros"] > 0
+    trained = steps["training"]["models"]
+    assert [t["model_name"] for t in trained] == ["popular", "blend"]
+    assert trained[0]["gate"] == "promoted to champion"  # the first version always wins
+    best = max(trained, key=lambda t: t["metrics"]["ndcg@10"])
+    assert steps["training"]["champion_version"] == best["model_version"]
+    assert (tmp_path / "shop" / "mlflow" / "mlflow.db").exists()
+    published = steps["publish"]
+    assert published["model_version"] == best["model_version"]
+    assert published["users"] > 0 and published["bytes_per_user"] <= 1024
+    assert (tmp_path / "shop" / "redis" / "recsys.rdb").exists()  # embedded, persisted

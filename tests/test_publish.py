@@ -1,0 +1,216 @@
+"""Publishing snapshots into a real Redis: flip, rollback, cleanup, and a SIGKILL half-way."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import mlflow
+import numpy as np
+import pytest
+import redis
+
+from recsys.bundle import ModelBundle
+from recsys.candidates import recommend_excluding
+from recsys.data.store import DataStore
+from recsys.data.synthetic import generate_shop
+from recsys.snapshots.codec import pack, unpack, unpack_int32, unpack_offers
+from recsys.snapshots.keys import Keys
+from recsys.snapshots.reader import SnapshotReader
+from training.promote import promote
+from training.publish import _user_matrices, publish
+from training.tracking import open_tracking
+from training.train import train
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """A small shop whose champion is item-kNN (so bought items are excluded)."""
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = tmp_path_factory.mktemp("shop")
+    generate_shop(DataStore(root), users=700, items=150, days=90, seed=5, progress=False)
+    tracking = open_tracking(root)
+    result = train(root, "itemknn", {}, progress=False, tracking=tracking)
+    promote(tracking, result["model_version"])
+    yield root
+    mp.undo()
+
+
+@pytest.fixture
+def env(redis_url, monkeypatch):
+    """REDIS_URL and a fresh key prefix for this test; returns (client, keys)."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("RECSYS_REDIS_PREFIX", prefix)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    client = redis.Redis.from_url(redis_url)
+    yield client, Keys(prefix)
+    for key in client.scan_iter(match=f"{prefix}:*"):
+        client.unlink(key)
+
+
+def _bundle(root) -> ModelBundle:
+    tracking = open_tracking(root)
+    return ModelBundle.load(
+        mlflow.artifacts.download_artifacts(f"models:/{tracking.registered_model}@champion")
+    )
+
+
+def _version_keys(client, keys: Keys, version: str) -> int:
+    return sum(1 for _ in client.scan_iter(match=keys.version_pattern(version), count=1000))
+
+
+def test_codec_round_trip_drops_padding():
+    ids, scores = unpack(pack(np.array([4, 2, -1]), np.array([2.5, 1.25, -np.inf])))
+    assert ids.tolist() == [4, 2] and scores.tolist() == [2.5, 1.25]
+    assert len(pack(np.arange(100), np.ones(100))) == 600
+
+
+def test_keys_refuse_ids_that_could_address_other_keys():
+    keys = Keys("shop1")
+    assert keys.user("20240101T000000-abcdef", "u42") == "shop1:v:20240101T000000-abcdef:u:u42"
+    for bad in ("u:42", "u 42", "*", ""):
+        with pytest.raises(ValueError):
+            keys.user("20240101T000000-abcdef", bad)
+    with pytest.raises(ValueError):
+        keys.popular("20240101T000000-abcdef", "GB:*")
+    with pytest.raises(ValueError):
+        Keys("two words")
+
+
+def test_publish_writes_a_snapshot_that_equals_the_model(shop, env):
+    client, keys = env
+    out = publish(shop, n=50, k_similar=10, progress=False)
+    assert out["users"] > 400 and out["keys"] > out["users"]
+    assert out["bytes_per_user"] <= 1024
+    reader = SnapshotReader(client, keys)
+    assert reader.current_version() == out["version"]
+    meta = reader.meta()
+    assert meta["status"] == "ready" and meta["model"] == "itemknn"
+    assert meta["run_id"] and int(meta["users"]) == out["users"]
+
+    bundle = _bundle(shop)
+    events = DataStore(shop).read("events")
+    users, rows, bought = _user_matrices(events, bundle)
+    sample = users[:: max(1, len(users) // 40)]
+    want_ids, _ = recommend_excluding(bundle.model, sample, rows[sample], bought[sample], 50)
+    for user, expected in zip(sample, want_ids, strict=True):
+        user_id = bundle.user_map.ids([user])[0]
+        got = [item for item, _ in reader.user(user_id)]
+        assert got == bundle.item_map.ids(expected[expected >= 0]).tolist()
+        purchased = set(bundle.item_map.ids(bought[user].indices))
+        assert not purchased & set(got)  # bought items are left out
+
+    item = bundle.item_map.ids([0])[0]
+    similar = reader.similar(item)
+    assert 0 < len(similar) <= 10 and item not in {i for i, _ in similar}
+    gb = reader.popular("GB")
+    assert len(gb) > 0 and [s for _, s in gb] == sorted((s for _, s in gb), reverse=True)
+    sold_in_gb = set(DataStore(shop).read("item_markets").query("country == 'GB'")["item_id"])
+    assert {i for i, _ in gb} <= sold_in_gb
+    category = reader.categories(out["version"])[0]
+    assert len(reader.popular("GB", category)) > 0
+    assert reader.user("nobody-knows-me") == []
+
+    offers = DataStore(shop).read("item_markets").query("country == 'DE'")
+    in_stock = offers[offers["stock"].isna() | (offers["stock"] > 0)]
+    ids, prices = unpack_offers(client.get(keys.market(out["version"], "DE")))
+    names = reader.item_ids(out["version"])
+    got = dict(zip(names[ids], prices.tolist(), strict=True))
+    assert set(got) == set(in_stock["item_id"])  # sold in DE and in stock
+    want = in_stock.set_index("item_id")["price"]
+    assert all(abs(got[i] - want[i]) < 1e-3 * max(1.0, want[i]) for i in got)
+    assert json.loads(meta["markets"])["DE"] == "EUR"
+    item_category = unpack_int32(client.get(keys.item_categories(out["version"])))
+    catalog = DataStore(shop).read("items").set_index("item_id")["category"]
+    cats = reader.categories(out["version"])
+    assert all(cats[item_category[i]] == catalog[names[i]] for i in range(20))
+
+
+def test_flip_keeps_previous_for_rollback_and_cleans_older_versions(shop, env):
+    client, keys = env
+    first = publish(shop, n=20, k_similar=5, progress=False)
+    second = publish(shop, n=20, k_similar=5, progress=False)
+    assert second["previous_version"] == first["version"]
+    assert client.get(keys.current).decode() == second["version"]
+    assert client.get(keys.previous).decode() == first["version"]
+    third = publish(shop, n=20, k_similar=5, progress=False)
+    assert third["deleted_versions"] == [first["version"]]
+    assert _version_keys(client, keys, first["version"]) == 0
+    assert _version_keys(client, keys, second["version"]) > 0
+    versions = {v.decode() for v in client.zrange(keys.versions, 0, -1)}
+    assert versions == {second["version"], third["version"]}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "recsys", "--data", str(shop), "publish", "rollback", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ.copy(),
+    )
+    assert json.loads(done.stdout)["version"] == second["version"]
+    assert client.get(keys.current).decode() == second["version"]
+    assert client.get(keys.previous).decode() == third["version"]
+
+
+def test_sigkill_half_way_leaves_readers_untouched_and_next_publish_cleans_up(shop, env):
+    client, keys = env
+    before = publish(shop, n=30, k_similar=5, progress=False)
+    reader = SnapshotReader(client, keys)
+    user_id = next(
+        k.decode().rsplit(":", 1)[1]
+        for k in client.scan_iter(match=f"{keys.prefix}:v:{before['version']}:u:*", count=1000)
+    )
+    served = reader.user(user_id)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "recsys",
+            "--data",
+            str(shop),
+            "publish",
+            "--n",
+            "30",
+            "--max-write-rate",
+            "150",
+            "--lock-ttl",
+            "1",
+            "--quiet",
+        ],
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    debris = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        pending = [
+            v.decode()
+            for v in client.zrange(keys.versions, 0, -1)
+            if v.decode() != before["version"]
+        ]
+        if pending and _version_keys(client, keys, pending[0]) > 100:
+            debris = pending[0]
+            break
+        time.sleep(0.05)
+    assert debris is not None, f"publish ended before it could be killed: {proc.poll()}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    assert client.get(keys.current).decode() == before["version"]
+    assert client.hget(keys.meta(debris), "status") == b"writing"
+    assert reader.user(user_id) == served  # readers see the old snapshot, whole
+
+    after = publish(shop, n=30, k_similar=5, progress=False)  # waits out the dead lock
+    assert debris in after["deleted_versions"]
+    assert _version_keys(client, keys, debris) == 0
+    assert client.get(keys.current).decode() == after["version"]
+    assert client.get(keys.previous).decode() == before["version"]

@@ -1,0 +1,133 @@
+"""The learned ranker on tiny purchase histories whose right order is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys.models import FitContext, create_model, load_model
+from recsys.models.ranker import FEATURES, TreeEnsemble
+
+DAY = 86_400.0
+N_USERS, N_ITEMS = 30, 6
+REGULAR, BINGE = 0, 1  # item 0: every 10 days from day 30; item 1: 12 times in days 0-11
+
+
+def regular_vs_binge(days: int = 120) -> tuple[sp.csr_matrix, FitContext]:
+    """Every user buys item 1 twelve times early on and never again, and item 0
+    every 10 days from day 30 on; a third of the users also buy item 2 once.
+
+    At the end item 1 still has more purchases (12) than item 0 (10), but only
+    item 0 is bought again after each of the model's own cut-offs.
+    """
+    users, items, times = [], [], []
+    for user in range(N_USERS):
+        for day in range(12):
+            users.append(user), items.append(BINGE), times.append(day * DAY + user)
+        for day in range(30, days, 10):
+            users.append(user), items.append(REGULAR), times.append(day * DAY + user)
+        if user % 3 == 0:
+            users.append(user), items.append(2), times.append(50 * DAY)
+    users, items, times = np.array(users), np.array(items), np.array(times)
+    matrix = sp.csr_matrix(
+        (np.ones(len(users), dtype=np.float32), (users, items)), shape=(N_USERS, N_ITEMS)
+    )
+    return matrix, FitContext(event_users=users, event_items=items, event_times=times)
+
+
+SMALL = {"max_iter": 20, "learning_rate": 0.3, "n_neighbours": 3, "n_trending": 2}
+
+
+@pytest.fixture(scope="module")
+def shop():
+    return regular_vs_binge()
+
+
+@pytest.fixture(scope="module")
+def ranker(shop):
+    matrix, context = shop
+    return create_model("ranker", **SMALL).fit(matrix, context=context)
+
+
+def test_ranker_learns_that_regular_purchases_come_back(shop, ranker):
+    matrix, context = shop
+    assert ranker.trees_ is not None
+    ids, _ = ranker.recommend(np.arange(N_USERS), matrix, N=2)
+    assert (ids[:, 0] == REGULAR).all()
+    # Counting purchases alone gets it wrong: the binge item has more.
+    counts, _ = create_model("buy-again").fit(matrix).recommend(np.arange(N_USERS), matrix, N=1)
+    assert (counts[:, 0] == BINGE).all()
+
+
+def test_ranker_save_load_gives_identical_scores(shop, ranker, tmp_path):
+    matrix, _ = shop
+    path = tmp_path / "ranker.npz"
+    ranker.save(path)
+    loaded = load_model(path)
+    users = np.arange(N_USERS)
+    np.testing.assert_allclose(loaded.score(users, matrix), ranker.score(users, matrix))
+    assert loaded.get_params() == ranker.get_params()
+
+
+def test_non_candidates_rank_below_every_candidate(shop, ranker):
+    matrix, _ = shop
+    scores = ranker.score(np.arange(N_USERS), matrix)
+    # Items 4 and 5 were never sold: never candidates, always last.
+    assert (scores[:, 4:].max(axis=1) < scores[:, :2].min(axis=1)).all()
+
+
+def test_a_user_unknown_at_fit_time_is_ranked_from_the_row(ranker):
+    row = sp.csr_matrix(np.array([[0, 0, 1, 0, 0, 0]], dtype=np.float32))
+    ids, _ = ranker.recommend(N_USERS + 3, row, N=N_ITEMS)
+    assert (ids >= 0).all() and len(set(ids.tolist())) == N_ITEMS
+    assert ids[0] == REGULAR  # what every customer buys again, a candidate as trending
+    assert list(ids).index(2) < list(ids).index(4)  # the user's own item beats unsold ones
+
+
+def test_short_history_falls_back_to_purchase_days(shop):
+    matrix, context = regular_vs_binge(days=25)  # shorter than one 30-day horizon
+    model = create_model("ranker", **SMALL).fit(matrix, context=context)
+    assert model.trees_ is None
+    ids, _ = model.recommend(np.arange(N_USERS), matrix, N=1)
+    assert (ids[:, 0] == BINGE).all()  # 12 purchase days against none or few
+
+
+def test_only_purchase_events_count_when_types_are_given(shop):
+    matrix, context = shop
+    n = len(context.event_users)
+    viewed = FitContext(
+        event_users=np.r_[context.event_users, np.zeros(50, dtype=int)],
+        event_items=np.r_[context.event_items, np.full(50, 3)],
+        event_times=np.r_[context.event_times, np.full(50, 100 * DAY)],
+        event_types=np.array(["purchase"] * n + ["view"] * 50, dtype=object),
+    )
+    model = create_model("ranker", **SMALL).fit(matrix, context=viewed)
+    assert model.history_.pairs[0, 3] == 0  # views of item 3 are not purchases
+    assert model.history_.pairs[0, REGULAR] == 1
+
+
+def test_ranker_validates_its_input(shop):
+    matrix, _ = shop
+    with pytest.raises(ValueError, match="context events"):
+        create_model("ranker").fit(matrix)
+    with pytest.raises(ValueError, match="n_windows"):
+        create_model("ranker", n_windows=0)
+    with pytest.raises(ValueError, match="horizon_days"):
+        create_model("ranker", horizon_days=0)
+
+
+def test_copied_trees_match_scikit_learn_with_missing_values():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 4))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    y = (np.nan_to_num(x[:, 0]) + np.nan_to_num(x[:, 1]) * np.nan_to_num(x[:, 2])) > 0
+    model = HistGradientBoostingClassifier(max_iter=15, random_state=0).fit(x, y)
+    trees = TreeEnsemble.from_sklearn(model)
+    np.testing.assert_allclose(trees.decision_function(x), model.decision_function(x), atol=1e-9)
+
+
+def test_features_are_named_once():
+    assert len(set(FEATURES)) == len(FEATURES)

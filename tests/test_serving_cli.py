@@ -1,0 +1,90 @@
+"""``recsys serve``: gunicorn workers (or Flask's server) over the data dir's embedded Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+from serving_fixtures import _free_port, write_shop
+
+from recsys.snapshots.connection import REDIS_URL_ENV, connect
+from recsys.snapshots.keys import Keys
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A data directory whose embedded Redis holds the tiny shop (REDIS_URL unset)."""
+    monkeypatch.delenv(REDIS_URL_ENV, raising=False)
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("RECSYS_REDIS_PREFIX", prefix)
+    server = connect(tmp_path)
+    write_shop(server, Keys(prefix))
+    yield tmp_path
+
+
+@pytest.mark.parametrize("mode", [["--workers", "2"], ["--dev"]])
+def test_serve_answers_from_the_embedded_redis_of_the_data_directory(data_dir, mode):
+    port = _free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in (REDIS_URL_ENV, "PROMETHEUS_MULTIPROC_DIR")
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "recsys",
+            "--data",
+            str(data_dir),
+            "serve",
+            "--port",
+            str(port),
+            *mode,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while _get(f"{base}/readyz")[0] != 200:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.2)
+        for _ in range(6):
+            status, body = _get(f"{base}/v1/recommendations?user_id=alice&country=GB&n=2")
+            assert status == 200 and b'"source":"personalized"' in body
+            assert b'"item_id":"a0"' in body
+        status, text = _get(f"{base}/metrics")
+        assert status == 200
+        line = 'recsys_http_requests_total{endpoint="/v1/recommendations",status="200"} 6.0'
+        assert line in text.decode()  # summed over the workers
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_serving_never_imports_training_or_mlflow():
+    code = (
+        "import sys, serving.app, serving.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('training', 'mlflow')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

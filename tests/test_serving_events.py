@@ -1,0 +1,127 @@
+"""Events posted to the API reach the data directory: ``recsys data import --format stream``."""
+
+# ruff: noqa: F401, F811 (pytest fixtures are imported, then named as arguments)
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from serving_fixtures import API_KEY, make_config, shop
+
+from recsys.cli import cli
+from recsys.data.formats.stream import CURSOR_FILE
+from recsys.data.importing import import_source
+from recsys.data.store import DataError, DataStore
+from serving import create_app
+
+AUTH = {"X-API-Key": API_KEY}
+
+
+@pytest.fixture
+def env(shop, tmp_path, monkeypatch):
+    """The API and a data directory on the same Redis and key prefix."""
+    url, redis_client, keys, _ = shop
+    monkeypatch.setenv("REDIS_URL", url)
+    monkeypatch.setenv("RECSYS_REDIS_PREFIX", keys.prefix)
+    client = create_app(make_config(url, keys.prefix)).test_client()
+    return client, redis_client, keys, DataStore(tmp_path / "data")
+
+
+def post(client, events):
+    response = client.post("/v1/events", json={"events": events}, headers=AUTH)
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def test_posted_events_are_imported_then_trimmed_from_the_stream(env):
+    client, redis_client, keys, store = env
+    post(
+        client,
+        [
+            {"type": "view", "user_id": "u1", "session_id": "s1", "item_id": "a1"},
+            {"type": "cart", "user_id": "u1", "item_id": "a1", "country": "GB"},
+            {
+                "type": "purchase",
+                "user_id": "u1",
+                "item_id": "a1",
+                "quantity": 2,
+                "price": 9.5,
+                "currency": "GBP",
+                "country": "GB",
+                "timestamp": "2024-03-01T10:00:00+01:00",
+            },
+        ],
+    )
+    summary = import_source(store, "stream", "redis", progress=False).as_dict()
+    assert summary["rows_read"] == 3 and summary["accepted"] == 3
+    events = store.read("events").sort_values("timestamp")
+    assert events["type"].tolist() == ["purchase", "view", "add_to_cart"]
+    bought = events.iloc[0]
+    assert bought["timestamp"] == pd.Timestamp("2024-03-01T09:00:00Z")
+    assert (bought["quantity"], bought["price"], bought["currency"]) == (2, 9.5, "GBP")
+    assert events["session_id"].tolist()[1] == "s1"
+    assert redis_client.xlen(keys.event_stream) == 0  # trimmed once committed
+    assert json.loads((store.root / CURSOR_FILE).read_text())
+
+    again = import_source(store, "stream", "redis", progress=False).as_dict()
+    assert again["rows_read"] == 0 and len(store.read("events")) == 3
+    post(client, [{"type": "view", "session_id": "s2", "item_id": "b1"}])
+    more = import_source(store, "stream", "redis", progress=False).as_dict()
+    assert more["accepted"] == 1 and len(store.read("events")) == 4
+
+
+def test_stream_entries_are_validated_like_the_events_format(env):
+    _, redis_client, keys, store = env
+    good = {"timestamp": "2024-03-01T10:00:00Z", "item_id": "a1", "type": "view", "user_id": "u"}
+    for entry in (
+        good,
+        good,  # the same event twice
+        {**good, "type": "click"},
+        {**good, "item_id": "a:1"},
+        {**good, "item_id": ""},
+        {**good, "timestamp": "yesterday"},
+        {**good, "country": "Atlantis"},
+    ):
+        redis_client.xadd(keys.event_stream, {k: v for k, v in entry.items() if v != ""})
+    summary = import_source(store, "stream", "redis", progress=False).as_dict()
+    assert summary["accepted"] == 1
+    assert summary["rejected"] == {
+        "bad_country": 1,
+        "bad_id": 1,
+        "bad_timestamp": 1,
+        "duplicate_row": 1,
+        "missing_item_id": 1,
+        "unknown_type": 1,
+    }
+    rejects = pd.read_parquet(store.root / summary["rejects_file"])
+    assert all('"stream_id"' in raw for raw in rejects["raw"])
+    assert redis_client.xlen(keys.event_stream) == 0
+
+
+def test_a_failed_import_leaves_the_stream_and_the_data_untouched(env):
+    _, redis_client, keys, store = env
+    for _ in range(4):  # a column of the wrong type fails the whole import
+        redis_client.xadd(
+            keys.event_stream,
+            {"timestamp": "2024-03-01T10:00:00Z", "item_id": "a1", "type": "view", "quantity": "x"},
+        )
+    with pytest.raises(DataError, match="quantity"):
+        import_source(store, "stream", "redis", progress=False)
+    assert redis_client.xlen(keys.event_stream) == 4
+    assert not store.has("events") and not (store.root / CURSOR_FILE).exists()
+
+
+def test_command_line_drains_the_stream(env):
+    client, redis_client, keys, store = env
+    post(client, [{"type": "view", "user_id": "u9", "item_id": "b2"}])
+    result = CliRunner().invoke(
+        cli, ["--data", str(store.root), "data", "import", "--format", "stream", "redis", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["accepted"] == 1
+    bad = CliRunner().invoke(
+        cli, ["--data", str(store.root), "data", "import", "--format", "stream", "nowhere"]
+    )
+    assert bad.exit_code == 2 and "redis" in bad.output

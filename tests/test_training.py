@@ -1,0 +1,189 @@
+"""Training jobs against a real MLflow store in a temporary data directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+
+from recsys.bundle import ModelBundle
+from recsys.data.store import DataStore
+from recsys.data.synthetic import generate_shop
+from training.params import ParamError, defaults_for, parse_sets, resolve
+from training.promote import PromotionRefused, champion, list_versions, promote, rollback
+from training.tracking import CHAMPION, open_tracking
+from training.train import train
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """A small synthetic shop with its own MLflow store (embedded SQLite default)."""
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.setenv("RECSYS_REGISTERED_MODEL", "test-shop")
+    root = tmp_path_factory.mktemp("shop")
+    generate_shop(DataStore(root), users=600, items=120, days=90, seed=3, progress=False)
+    yield root
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def trained(shop):
+    """Two versions: global popularity and item-kNN, trained on the same split."""
+    tracking = open_tracking(shop)
+    pop = train(shop, "popular", {"by": "global"}, progress=False, tracking=tracking)
+    knn = train(shop, "itemknn", {}, progress=False, tracking=tracking)
+    return tracking, pop, knn
+
+
+def test_a_run_logs_params_metrics_fingerprint_and_artifacts(trained, shop):
+    tracking, pop, _ = trained
+    assert pop["protocol"] == "temporal"
+    assert 0 < pop["metrics"]["ndcg@10"] <= 1
+    assert "ndcg@10" in pop["metrics_new_items"]
+    run = tracking.client.get_run(pop["run_id"])
+    assert run.data.params["model.by"] == "global"
+    assert run.data.params["data.weights.purchase"] == "10.0"
+    assert run.data.metrics["ndcg_at_10"] == pytest.approx(pop["metrics"]["ndcg@10"], abs=1e-6)
+    assert run.data.tags["data_fingerprint"] == pop["data_fingerprint"]
+    assert run.data.tags["code_version"]
+    artifacts = {a.path for a in tracking.client.list_artifacts(pop["run_id"], "reports")}
+    assert artifacts == {"reports/metrics_by_slice.csv", "reports/metric_vs_k.png"}
+    assert (shop / "mlflow" / "mlflow.db").exists()  # the embedded default store
+
+
+def test_registered_bundle_loads_and_recommends_like_the_trained_model(trained):
+    tracking, _, knn = trained
+    path = mlflow.artifacts.download_artifacts(
+        f"models:/{tracking.registered_model}/{knn['model_version']}"
+    )
+    bundle = ModelBundle.load(path)
+    assert bundle.model.name == "itemknn"
+    assert bundle.meta["data_fingerprint"] == knn["data_fingerprint"]
+    assert len(bundle.user_map) > 0 and len(bundle.item_map) > 0
+    user = 0
+    row = np.zeros((1, len(bundle.item_map)), dtype=np.float32)
+    row[0, :3] = 1.0
+    import scipy.sparse as sp
+
+    ids, _ = bundle.model.recommend(user, sp.csr_matrix(row), N=5)
+    assert len(ids) == 5 and not set(ids) & {0, 1, 2}
+
+
+def test_promotion_gate_win_loss_force_and_rollback(trained):
+    tracking, pop, knn = trained
+    better, worse = sorted([pop, knn], key=lambda s: -s["metrics"]["ndcg@10"])
+    assert better["metrics"]["ndcg@10"] > worse["metrics"]["ndcg@10"]
+
+    first = promote(tracking, worse["model_version"])  # no champion yet: it wins
+    assert first["promoted"] and first["champion_version"] is None
+    won = promote(tracking, better["model_version"])
+    assert won["promoted"] and won["champion_version"] == worse["model_version"]
+    assert int(champion(tracking).version) == better["model_version"]
+
+    with pytest.raises(PromotionRefused, match="lost by") as refused:
+        promote(tracking, worse["model_version"])
+    gap = better["metrics"]["ndcg@10"] - worse["metrics"]["ndcg@10"]
+    assert refused.value.decision["lost_by"] == pytest.approx(gap, abs=1e-5)
+    assert int(champion(tracking).version) == better["model_version"]
+
+    with pytest.raises(PromotionRefused, match="--reason"):
+        promote(tracking, worse["model_version"], force=True)
+    forced = promote(tracking, worse["model_version"], force=True, reason="canary of the old one")
+    assert forced["promoted"] and forced["forced"]
+    version = tracking.client.get_model_version(
+        tracking.registered_model, str(worse["model_version"])
+    )
+    assert version.tags["promotion_reason"] == "canary of the old one"
+    assert int(champion(tracking).version) == worse["model_version"]
+
+    back = rollback(tracking)
+    assert back["champion_version"] == better["model_version"]
+    listed = {v["version"]: v for v in list_versions(tracking)}
+    assert CHAMPION in listed[better["model_version"]]["aliases"]
+    assert listed[worse["model_version"]]["model"] == worse["model_name"]
+
+
+def test_gate_refuses_a_version_trained_on_other_data(trained, shop):
+    tracking, pop, knn = trained
+    current = int(champion(tracking).version)
+    other = train(
+        shop, "popular", {"by": "global"}, cutoff="2024-02-15", progress=False, tracking=tracking
+    )
+    assert other["data_fingerprint"] != pop["data_fingerprint"]
+    with pytest.raises(PromotionRefused, match="other data or protocol"):
+        promote(tracking, other["model_version"])
+    assert int(champion(tracking).version) == current
+
+
+def test_sets_build_model_data_and_blend_parameters():
+    sets = parse_sets(
+        ["factors=128", "data.half_life_days=30", "data.weights.view=0.5", "use_cg=false", "name=x"]
+    )
+    assert sets == {
+        "factors": 128,
+        "data": {"half_life_days": 30, "weights": {"view": 0.5}},
+        "use_cg": False,
+        "name": "x",
+    }
+    params, config = resolve("als", "temporal", sets)
+    assert params["factors"] == 128
+    assert params["regularization"] == defaults_for("als", "temporal")["regularization"]
+    assert config.half_life_days == 30 and config.weights["view"] == 0.5
+    assert config.weights["purchase"] == 10.0
+    blend, _ = resolve(
+        "blend", "temporal", parse_sets(["parts.als=0.5", "parts.buy-again=0.5", "als.factors=16"])
+    )
+    assert blend["parts"] == {"als": 0.5, "buy-again": 0.5}
+    assert blend["part_params"]["als"] == {"factors": 16}
+    with pytest.raises(ParamError, match="unknown data settings"):
+        resolve("als", "temporal", parse_sets(["data.decay=3"]))
+    with pytest.raises(ParamError, match="key=value"):
+        parse_sets(["factors"])
+
+
+def test_cli_train_json_and_refusal_exit_code(shop, trained, monkeypatch):
+    tracking, pop, _ = trained
+    monkeypatch.setenv("RECSYS_REGISTERED_MODEL", "test-shop")
+    cmd = [
+        sys.executable,
+        "-m",
+        "recsys",
+        "--data",
+        str(shop),
+        "train",
+        "--model",
+        "popular",
+        "--set",
+        "by=country",
+        "--json",
+        "--quiet",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout)
+    assert {"run_id", "model_name", "model_version", "metrics"} <= set(out)
+    assert out["metrics"]["ndcg@10"] > 0
+    bad = subprocess.run(
+        cmd[:-4] + ["--set", "by=planet", "--quiet"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("error: popular:")
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recsys",
+            "--data",
+            str(shop),
+            "models",
+            "promote",
+            "test-shop",
+            "999",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and "no version 999" in refused.stderr

@@ -1,0 +1,179 @@
+"""``recsys tune`` against a real MLflow store (the embedded SQLite default) in a temp dir."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from recsys.cli import cli
+from recsys.data.store import DataStore
+from recsys.data.synthetic import generate_shop
+from recsys.models.registry import MODELS, create_model
+from recsys.protocols import load_protocol, protocol_from_split
+from recsys.splits import stratified_split
+from training.params import ParamError, resolve
+from training.search_space import sample
+from training.tracking import open_tracking
+from training.train import train
+from training.tune import tune, validation_protocol
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.setenv("RECSYS_REGISTERED_MODEL", "tune-test")
+    root = tmp_path_factory.mktemp("tune-shop")
+    generate_shop(DataStore(root), users=300, items=80, days=60, seed=1, progress=False)
+    yield root
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def tuned(shop):
+    """Three item-kNN trials through the command line, and the versions before them."""
+    tracking = open_tracking(shop)
+    before = tracking.client.search_model_versions(f"name = '{tracking.registered_model}'")
+    args = ["--data", str(shop), "tune", "--model", "itemknn", "--trials", "3", "--seed", "7"]
+    result = CliRunner().invoke(cli, [*args, "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    return tracking, json.loads(result.stdout), len(before)
+
+
+def _children(tracking, parent_run_id):
+    return tracking.client.search_runs(
+        [tracking.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    )
+
+
+def test_parent_run_holds_one_child_per_trial_and_the_best_run(tuned):
+    tracking, summary, _ = tuned
+    assert summary["trials"] == 3
+    children = _children(tracking, summary["parent_run_id"])
+    trials = [r for r in children if "tune_trial" in r.data.tags]
+    finals = [r for r in children if r.data.tags.get("tune_best") == "true"]
+    assert len(trials) == 3 and len(finals) == 1 and len(children) == 4
+    assert finals[0].info.run_id == summary["run_id"]
+
+    scores = [r.data.metrics["validation_ndcg_at_10"] for r in trials]
+    assert (
+        len({r.data.params["model.K"] + r.data.params["data.half_life_days"] for r in trials}) > 1
+    )
+    assert summary["best_validation"] == pytest.approx(max(scores), abs=1e-6)
+    best_trial = trials[int(np.argmax(scores))]
+    assert best_trial.data.params["model.K"] == str(summary["best_params"]["K"])
+    assert finals[0].data.tags["tune_trial_run_id"] == best_trial.info.run_id
+
+    parent = tracking.client.get_run(summary["parent_run_id"])
+    assert parent.data.metrics["n_trials"] == 3
+    assert parent.data.metrics["best_validation_ndcg_at_10"] == pytest.approx(max(scores))
+    assert parent.data.params["best.model.similarity"] == summary["best_params"]["similarity"]
+    assert summary["metrics"]["ndcg@10"] == pytest.approx(
+        parent.data.metrics["best_test_ndcg_at_10"], abs=1e-6
+    )
+
+
+def test_exactly_one_new_version_is_registered_and_tagged_best(tuned, shop):
+    tracking, summary, n_before = tuned
+    versions = tracking.client.search_model_versions(f"name = '{tracking.registered_model}'")
+    assert len(versions) == n_before + 1
+    version = tracking.client.get_model_version(
+        tracking.registered_model, str(summary["model_version"])
+    )
+    assert version.tags["tune_best"] == "true"
+    assert json.loads(version.tags["tune_params"]) == summary["best_params"]
+    run = tracking.client.get_run(version.run_id)
+    assert run.data.tags["tune_parent_run_id"] == summary["parent_run_id"]
+    main = load_protocol(DataStore(shop), "temporal")
+    assert run.data.tags["data_fingerprint"] == main.fingerprint  # what `recsys train` looks up
+
+
+def test_train_without_sets_uses_the_tuned_parameters(tuned, shop):
+    tracking, summary, _ = tuned
+    best = dict(summary["best_params"])
+    best_data = best.pop("data")
+    defaults, default_config = resolve("itemknn", "temporal", {})
+    assert (best, best_data) != (defaults, default_config.as_dict())  # tuning changed something
+
+    out = train(shop, "itemknn", None, progress=False, tracking=tracking)
+    assert out["params"] == best
+    assert out["interactions"] == best_data
+    params = tracking.client.get_run(out["run_id"]).data.params
+    assert params["model.K"] == str(best["K"])
+    assert params["model.similarity"] == best["similarity"]
+    assert params["data.half_life_days"] == str(best_data["half_life_days"])
+    assert params["data.weights.view"] == str(best_data["weights"]["view"])
+
+
+def test_a_tiny_budget_stops_after_the_first_trial(shop):
+    tracking = open_tracking(shop)
+    summary = tune(shop, "ease", budget_minutes=1e-6, seed=1, progress=False, tracking=tracking)
+    assert summary["trials"] == 1
+    trials = [
+        r for r in _children(tracking, summary["parent_run_id"]) if "tune_trial" in r.data.tags
+    ]
+    assert len(trials) == 1
+
+
+def test_bad_limits_are_refused_before_any_run(shop):
+    with pytest.raises(ParamError, match="--trials"):
+        tune(shop, "itemknn", trials=0, progress=False)
+    with pytest.raises(ParamError, match="--budget-minutes"):
+        tune(shop, "itemknn", budget_minutes=0, progress=False)
+
+
+def test_temporal_validation_window_lies_before_the_test_window(shop):
+    main = load_protocol(DataStore(shop), "temporal")
+    validation = validation_protocol(main)
+    main_cutoff = pd.Timestamp(main.split.cutoff)
+    val_cutoff = pd.Timestamp(validation.split.cutoff)
+    # 60 days of events, a 30-day test window: ~29 days before it, so a 14-day validation window
+    assert validation.params["test_days"] == 14.0
+    assert val_cutoff == main_cutoff - pd.Timedelta(days=14)
+    assert validation.split.train["timestamp"].max() < val_cutoff
+    assert validation.split.test["timestamp"].min() >= val_cutoff
+    assert validation.split.test["timestamp"].max() < main_cutoff
+    assert validation.test.nnz > 0
+    assert validation.fingerprint != main.fingerprint
+
+
+def test_stratified_validation_splits_the_train_ratings_again():
+    rng = np.random.default_rng(0)
+    n = 400
+    events = pd.DataFrame(
+        {
+            "event_id": np.arange(1, n + 1, dtype=np.uint64),
+            "timestamp": pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(np.arange(n), "h"),
+            "user_id": [f"u{u}" for u in rng.integers(0, 40, n)],
+            "item_id": [f"i{i}" for i in rng.integers(0, 20, n)],
+            "type": "rating",
+            "quantity": 1,
+            "value": 4.0,
+            "country": "DE",
+        }
+    )
+    params = {"test_fraction": 0.25, "by": "item_id", "seed": 42}
+    main = protocol_from_split("stratified", stratified_split(events, seed=42), params)
+    validation = validation_protocol(main)
+    main_train = set(main.split.train["event_id"])
+    val_ids = set(validation.split.train["event_id"]) | set(validation.split.test["event_id"])
+    assert val_ids == main_train  # the validation split uses train ratings only
+    assert not val_ids & set(main.split.test["event_id"])
+    assert validation.params["seed"] == 43
+    assert 0.15 < len(validation.split.test) / len(main_train) < 0.35
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_model_has_a_seeded_space_of_valid_points(model):
+    for protocol in ("temporal", "stratified"):
+        first = sample(model, protocol, np.random.default_rng(3))
+        assert first == sample(model, protocol, np.random.default_rng(3))
+        params, config = resolve(model, protocol, first)
+        create_model(model, **params)  # raises on an invalid point
+        weights = config.weights
+        if protocol == "temporal":
+            assert weights["refund"] == -weights["purchase"]

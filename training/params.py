@@ -1,0 +1,141 @@
+"""Hyper-parameters from ``--set key=value``, with defaults per model and protocol.
+
+Keys address the model's ``__init__`` parameters (``factors=128``); keys
+starting with ``data.`` address the interaction matrix
+(``data.half_life_days=60``, ``data.weights.view=0.5``); dotted keys build
+nested values (``parts.buy-again=0.6``). For a blend, a key named after a
+part model goes to that part (``als.factors=128``). Values are JSON when they
+parse as JSON (numbers, true/false, null, lists, objects), else strings.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from recsys.interactions import InteractionConfig
+from recsys.models.registry import MODELS
+from recsys.protocols import default_interaction_config
+
+#: Event weights of ``default_interaction_config`` divided by 10: one per purchase.
+_UNIT_WEIGHTS = {"view": 0.1, "add_to_cart": 0.3, "purchase": 1.0, "refund": -1.0}
+
+#: Sound defaults where the library's own differ for a shop's data. Keys:
+#: (model, protocol); "*" matches any protocol. The temporal and stratified
+#: entries were chosen on validation splits that end before the test
+#: (Online Retail cut-off 2011-10-10; MovieLens seeds 1-3), see
+#: docs/benchmarks_quality.md.
+DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("als", "*"): {"factors": 64, "regularization": 0.05, "alpha": 2.0, "iterations": 15},
+    # alpha 0.1 on purchase weight 10: confidence = purchase count.
+    ("als", "temporal"): {"factors": 100, "regularization": 0.1, "alpha": 0.1, "iterations": 15},
+    ("als", "stratified"): {"factors": 200, "regularization": 10.0, "alpha": 1.0, "iterations": 15},
+    ("bpr", "*"): {"factors": 64, "learning_rate": 0.01, "regularization": 0.01, "iterations": 100},
+    ("itemknn", "*"): {"similarity": "bm25", "K": 100},
+    ("itemknn", "temporal"): {"similarity": "bm25", "K": 50, "data": {"weights": _UNIT_WEIGHTS}},
+    ("itemknn", "stratified"): {"similarity": "bm25", "K": 200},
+    ("ease", "*"): {"lambda_": 300.0},
+    ("ease", "temporal"): {"lambda_": 300.0, "dropout": 0.5},
+    ("ease", "stratified"): {"lambda_": 300.0, "dropout": 0.67},
+    ("popular", "temporal"): {"by": "country"},
+    ("buy-again", "*"): {"half_life_days": 60.0},
+    ("buy-again", "temporal"): {"half_life_days": 180.0},
+    ("lightfm", "*"): {"no_components": 48, "loss": "warp", "epochs": 20},
+    ("ranker", "*"): {"horizon_days": 30.0, "n_windows": 3, "n_neighbours": 100, "n_trending": 50},
+    ("blend", "temporal"): {
+        "parts": {"ranker": 0.9, "buy-again": 0.1},
+        "part_params": {
+            "ranker": {"horizon_days": 30.0, "n_windows": 3, "n_neighbours": 100, "n_trending": 50},
+            "buy-again": {"half_life_days": 180.0},
+        },
+    },
+    ("blend", "stratified"): {
+        "parts": {"ease": 1.0},
+        "part_params": {"ease": {"lambda_": 300.0, "dropout": 0.67}},
+    },
+}
+
+
+class ParamError(ValueError):
+    """A ``--set`` that cannot be applied; the message says which and why."""
+
+
+def parse_sets(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["a=1", "data.weights.view=0.5"]`` -> ``{"a": 1, "data": {"weights": {"view": 0.5}}}``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ParamError(f"--set {pair!r}: expected key=value")
+        key, raw = pair.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ParamError(f"--set {pair!r}: empty key")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ParamError(f"--set {pair!r}: {part!r} is already a value")
+        node[parts[-1]] = value
+    return out
+
+
+def defaults_for(model: str, protocol: str) -> dict[str, Any]:
+    """The sound default parameters of ``model`` under ``protocol``."""
+    for key in ((model, protocol), (model, "*")):
+        if key in DEFAULTS:
+            return copy.deepcopy(DEFAULTS[key])
+    return {}
+
+
+def resolve(
+    model: str, protocol: str, sets: dict[str, Any], base: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], InteractionConfig]:
+    """Model parameters and the interaction config for one training.
+
+    ``base`` (best known parameters, e.g. from ``recsys tune``) replaces the
+    defaults; ``sets`` (from the command line) override both.
+    """
+    if model not in MODELS:
+        raise ParamError(f"unknown model {model!r}; choose one of {', '.join(sorted(MODELS))}")
+    params = copy.deepcopy(base) if base is not None else defaults_for(model, protocol)
+    sets = copy.deepcopy(sets)
+    data = params.pop("data", {})
+    _merge(data, sets.pop("data", {}))
+    if model == "blend":
+        for name in [k for k in sets if k in MODELS]:
+            params.setdefault("part_params", {}).setdefault(name, {}).update(sets.pop(name))
+        if "parts" in sets:
+            params["parts"] = sets.pop("parts")  # the parts named replace the default blend
+            params["part_params"] = {
+                k: v for k, v in params.get("part_params", {}).items() if k in params["parts"]
+            }
+    _merge(params, sets)
+    return params, interaction_config(protocol, data)
+
+
+def interaction_config(protocol: str, data: dict[str, Any]) -> InteractionConfig:
+    """The protocol's default interaction config with ``data`` settings applied."""
+    config = default_interaction_config(protocol).as_dict()
+    data = dict(data)
+    config["weights"] = {**config["weights"], **data.pop("weights", {})}
+    unknown = set(data) - set(config)
+    if unknown:
+        raise ParamError(f"unknown data settings {sorted(unknown)}; known: {sorted(config)}")
+    config.update(data)
+    try:
+        return InteractionConfig(**config)
+    except (TypeError, ValueError) as exc:
+        raise ParamError(f"data settings: {exc}") from exc
+
+
+def _merge(target: dict, extra: dict) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value

@@ -1,0 +1,166 @@
+"""The promotion gate: the alias ``champion`` moves only to a version that wins.
+
+A version wins when its primary metric (NDCG@10 by default) beats the current
+champion's on the same data fingerprint and protocol. A forced promotion
+records its reason. The alias ``previous-champion`` keeps the version it
+replaced, for ``rollback``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from mlflow.exceptions import MlflowException
+
+from training.tracking import CHAMPION, PREVIOUS, Tracking
+
+
+class PromotionRefused(Exception):
+    """The challenger did not win; the message says by how much it lost."""
+
+    def __init__(self, message: str, decision: dict):
+        super().__init__(message)
+        self.decision = decision
+
+
+def _version(tracking: Tracking, version: int):
+    try:
+        return tracking.client.get_model_version(tracking.registered_model, str(version))
+    except MlflowException:
+        raise PromotionRefused(
+            f"{tracking.registered_model} has no version {version}; see `recsys models list`",
+            {"promoted": False, "version": version},
+        ) from None
+
+
+def champion(tracking: Tracking):
+    """The champion's model version, or None."""
+    try:
+        return tracking.client.get_model_version_by_alias(tracking.registered_model, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def metric_of(tracking: Tracking, version, metric: str) -> float | None:
+    """The version's run metric (``ndcg@10`` is logged as ``ndcg_at_10``)."""
+    run = tracking.client.get_run(version.run_id)
+    return run.data.metrics.get(metric.replace("@", "_at_"))
+
+
+def promote(
+    tracking: Tracking,
+    version: int,
+    *,
+    metric: str = "ndcg@10",
+    force: bool = False,
+    reason: str | None = None,
+) -> dict:
+    """Move ``champion`` to ``version`` if it wins (or ``force`` with a ``reason``).
+
+    Returns the decision; raises ``PromotionRefused`` when the challenger loses
+    or is not comparable.
+    """
+    if force and not reason:
+        raise PromotionRefused(
+            '--force needs --reason "..." to record why', {"promoted": False, "version": version}
+        )
+    challenger = _version(tracking, version)
+    current = champion(tracking)
+    value = metric_of(tracking, challenger, metric)
+    decision = {
+        "version": int(version),
+        "metric": metric,
+        "value": value,
+        "model": challenger.tags.get("model"),
+        "champion_version": int(current.version) if current else None,
+    }
+    if current is not None and current.version == challenger.version:
+        raise PromotionRefused(
+            f"version {version} is already the champion", {**decision, "promoted": False}
+        )
+    if current is not None and not force:
+        same = all(
+            challenger.tags.get(t) == current.tags.get(t) for t in ("data_fingerprint", "protocol")
+        )
+        if not same:
+            raise PromotionRefused(
+                f"version {version} was evaluated on other data or protocol "
+                f"({challenger.tags.get('protocol')}/{challenger.tags.get('data_fingerprint')}) "
+                f"than champion {current.version} "
+                f"({current.tags.get('protocol')}/{current.tags.get('data_fingerprint')}); "
+                "retrain both on the same data, or --force --reason",
+                {**decision, "promoted": False},
+            )
+        best = metric_of(tracking, current, metric)
+        decision["champion_value"] = best
+        if value is None or (best is not None and not value > best):
+            margin = None if value is None else best - value
+            message = (
+                f"version {version} has no {metric} to compare"
+                if value is None
+                else f"version {version} ({challenger.tags.get('model')}) {metric} {value:.4f} "
+                f"does not beat champion {current.version} ({current.tags.get('model')}) "
+                f"{best:.4f}: lost by {margin:.4f}"
+            )
+            raise PromotionRefused(message, {**decision, "promoted": False, "lost_by": margin})
+    client = tracking.client
+    if current is not None:
+        client.set_registered_model_alias(tracking.registered_model, PREVIOUS, current.version)
+    client.set_registered_model_alias(tracking.registered_model, CHAMPION, challenger.version)
+    note = {"promoted_at": datetime.now(UTC).isoformat(), "promotion": "forced" if force else "won"}
+    if force:
+        note["promotion_reason"] = reason
+    for key, val in note.items():
+        client.set_model_version_tag(tracking.registered_model, challenger.version, key, val)
+    return {**decision, "promoted": True, "forced": force, "reason": reason}
+
+
+def rollback(tracking: Tracking) -> dict:
+    """Move ``champion`` back to ``previous-champion``."""
+    client = tracking.client
+    try:
+        previous = client.get_model_version_by_alias(tracking.registered_model, PREVIOUS)
+    except MlflowException:
+        raise PromotionRefused(
+            "no previous champion to roll back to", {"rolled_back": False}
+        ) from None
+    current = champion(tracking)
+    client.set_registered_model_alias(tracking.registered_model, CHAMPION, previous.version)
+    if current is not None:
+        client.set_registered_model_alias(tracking.registered_model, PREVIOUS, current.version)
+        client.set_model_version_tag(
+            tracking.registered_model,
+            current.version,
+            "rolled_back_at",
+            datetime.now(UTC).isoformat(),
+        )
+    return {
+        "rolled_back": True,
+        "champion_version": int(previous.version),
+        "previous_champion_version": int(current.version) if current else None,
+    }
+
+
+def list_versions(tracking: Tracking, metric: str = "ndcg@10") -> list[dict]:
+    """Every version of the registered model with its model type, metric and aliases."""
+    client = tracking.client
+    versions = client.search_model_versions(f"name = '{tracking.registered_model}'")
+    aliases: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(tracking.registered_model).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    out = []
+    for v in sorted(versions, key=lambda v: int(v.version)):
+        out.append(
+            {
+                "version": int(v.version),
+                "model": v.tags.get("model"),
+                "protocol": v.tags.get("protocol"),
+                "data_fingerprint": v.tags.get("data_fingerprint"),
+                metric: metric_of(tracking, v, metric),
+                "aliases": sorted(aliases.get(str(v.version), [])),
+                "run_id": v.run_id,
+                "promotion": v.tags.get("promotion"),
+                "promotion_reason": v.tags.get("promotion_reason"),
+            }
+        )
+    return out

@@ -1,0 +1,361 @@
+"""``recsys publish``: the champion's candidates into Redis as one new snapshot.
+
+From the model version behind an alias (``champion`` by default) it computes
+the top-N items of every customer the model knows (items they bought are
+left out unless the model recommends buying again), the top-K similar items
+of every item, and popular and trending items per market and per category as
+fallbacks; then writes them under a new snapshot version and flips
+``current`` (see ``recsys.snapshots.writer``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from mlflow.exceptions import MlflowException
+from tqdm import tqdm
+
+from recsys.bundle import ModelBundle
+from recsys.data.store import DataStore
+from recsys.idmap import IdMap
+from recsys.interactions import InteractionConfig, build_interactions
+from recsys.scoring import batch_recommend, batch_similar_items
+from recsys.snapshots.codec import pack_int32, pack_offers
+from recsys.snapshots.connection import connect, is_embedded
+from recsys.snapshots.keys import Keys
+from recsys.snapshots.writer import SnapshotWriter
+from training.tracking import CHAMPION, Tracking, open_tracking
+
+EVENT_COLUMNS = [
+    "timestamp",
+    "user_id",
+    "session_id",
+    "item_id",
+    "type",
+    "quantity",
+    "value",
+    "country",
+]
+USER_BATCH = 2_048
+POPULAR_WINDOW_DAYS = 90
+TRENDING_HALF_LIFE_DAYS = 7.0
+
+
+class PublishError(RuntimeError):
+    """The publish cannot start; the message says what to do."""
+
+
+@dataclass
+class Popularity:
+    """Ranked popular / trending lists keyed by (kind, country, category index)."""
+
+    lists: dict[tuple[str, str | None, int | None], tuple[np.ndarray, np.ndarray]]
+    categories: list[str]
+    item_category: np.ndarray  # per item index: index of its full category path, -1 if none
+
+
+def resolve_version(tracking: Tracking, ref: str) -> tuple[str, str]:
+    """``champion``, ``NAME@ALIAS``, ``NAME/VERSION`` or ``VERSION`` -> (name, version)."""
+    name, client = tracking.registered_model, tracking.client
+    try:
+        if "@" in ref or ref == CHAMPION:
+            name, alias = ref.split("@", 1) if "@" in ref else (name, ref)
+            return name, str(client.get_model_version_by_alias(name, alias).version)
+        if "/" in ref:
+            name, version = ref.split("/", 1)
+        else:
+            version = ref
+        return name, str(client.get_model_version(name, version).version)
+    except MlflowException:
+        raise PublishError(
+            f"no model version {ref!r} in {tracking.registered_model}: train and "
+            "promote one first (`recsys train --model blend --promote`)"
+        ) from None
+
+
+def publish(
+    data_dir: str | Path,
+    model_ref: str = CHAMPION,
+    n: int = 100,
+    k_similar: int = 20,
+    exclude_purchased: bool | None = None,
+    progress: bool = True,
+    max_rate: float | None = None,
+    lock_ttl_s: float = 30.0,
+) -> dict:
+    """Compute and write one snapshot; returns the JSON summary."""
+    started = time.perf_counter()
+    tracking = open_tracking(data_dir)
+    name, version = resolve_version(tracking, model_ref)
+    mv = tracking.client.get_model_version(name, version)
+    bundle = ModelBundle.load(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
+    store = DataStore(data_dir)
+    events = store.read("events", columns=EVENT_COLUMNS)
+
+    model = bundle.model
+    if exclude_purchased is None:
+        exclude_purchased = not getattr(model, "recommends_already_liked", False)
+    users, user_rows, purchased = _user_matrices(events, bundle)
+    cand_ids, cand_scores = _candidates(
+        model, users, user_rows, purchased, n, exclude_purchased, progress
+    )
+    sim_ids, sim_scores = _similar(model, len(bundle.item_map), k_similar, progress)
+    item_map = bundle.item_map.copy().extend(_catalog_ids(store, events))
+    popularity = _popularity(store, events, item_map, n)
+
+    client = connect(data_dir)
+    keys = Keys.from_env()
+    user_ids = bundle.user_map.ids(users)
+    with SnapshotWriter(
+        client, keys, max_rate=max_rate, lock_ttl_ms=int(lock_ttl_s * 1000)
+    ) as writer:
+        snapshot = writer.version
+        writer.set(keys.item_ids(snapshot), "\n".join(item_map.ids()))
+        writer.set(keys.categories(snapshot), "\n".join(popularity.categories))
+        writer.set(keys.item_categories(snapshot), pack_int32(popularity.item_category))
+        offers = _offers(store, item_map)
+        for country, (offer_ids, prices) in offers.items():
+            writer.set(keys.market(snapshot, country), pack_offers(offer_ids, prices))
+        bar = tqdm(total=len(users) + len(sim_ids), desc="write", unit="key", disable=not progress)
+        for start in range(0, len(users), USER_BATCH):
+            stop = start + USER_BATCH
+            writer.set_lists(
+                keys.users(snapshot, user_ids[start:stop]),
+                cand_ids[start:stop],
+                cand_scores[start:stop],
+            )
+            bar.update(len(user_ids[start:stop]))
+        for start in range(0, len(sim_ids), USER_BATCH):
+            rows = np.arange(start, min(start + USER_BATCH, len(sim_ids)))
+            writer.set_lists(
+                [keys.similar(snapshot, i) for i in rows], sim_ids[rows], sim_scores[rows]
+            )
+            bar.update(len(rows))
+        bar.close()
+        for (kind, country, category), (ids, scores) in popularity.lists.items():
+            key = (
+                keys.popular(snapshot, country, category)
+                if kind == "popular"
+                else keys.trending(snapshot, country)
+            )
+            writer.set_list(key, ids, scores)
+        counts = {
+            "users": len(users),
+            "items": len(item_map),
+            "similar": len(sim_ids),
+            "popular_lists": len(popularity.lists),
+        }
+        meta = {
+            "model_name": name,
+            "model_version": version,
+            "model": model.name,
+            "run_id": mv.run_id,
+            "n": n,
+            "k_similar": k_similar,
+            "exclude_purchased": exclude_purchased,
+            **counts,
+            "markets": json.dumps(_currencies(store)),
+        }
+        flip = writer.commit(meta)
+        total_keys, total_bytes = writer.keys_written + 1, writer.bytes
+    if is_embedded(client):
+        client.save()  # persist the embedded server's database under the data directory
+    seconds = time.perf_counter() - started
+    return {
+        "version": flip["version"],
+        "previous_version": flip["previous"],
+        "deleted_versions": flip["deleted_versions"],
+        "model_name": name,
+        "model_version": int(version),
+        "model": model.name,
+        "users": len(users),
+        "items": len(item_map),
+        "keys": total_keys,
+        "bytes": total_bytes,
+        "bytes_per_user": round(_bytes_per_user(client, keys, snapshot, user_ids), 1),
+        "seconds": round(seconds, 2),
+        "n": n,
+        "k_similar": k_similar,
+    }
+
+
+def _user_matrices(events: pd.DataFrame, bundle: ModelBundle):
+    """The known customers' current rows (the model's weighting) and purchases."""
+    built = build_interactions(
+        events, bundle.interactions, bundle.user_map, bundle.item_map, extend_maps=False
+    )
+    rows = built.matrix
+    positive = [t for t in ("purchase", "rating") if t in set(events["type"].unique())]
+    bought = build_interactions(
+        events,
+        InteractionConfig(weights=dict.fromkeys(positive, 1.0), use_rating_value=False),
+        bundle.user_map,
+        bundle.item_map,
+        extend_maps=False,
+    ).matrix
+    users = np.flatnonzero(np.diff(rows.indptr) > 0).astype(np.int64)
+    return users, rows, bought
+
+
+def _candidates(
+    model,
+    users,
+    rows: sp.csr_matrix,
+    purchased: sp.csr_matrix,
+    n: int,
+    exclude_purchased: bool,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-n per known customer, scored from their rows, without what they bought."""
+    exclude = purchased if exclude_purchased else sp.csr_matrix(purchased.shape, dtype=np.float32)
+    return batch_recommend(
+        model,
+        rows,
+        userids=users,
+        N=n,
+        filter_already_liked_items=False,
+        exclude=exclude,
+        progress=progress,
+    )
+
+
+def _similar(model, n_items: int, k: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        return batch_similar_items(model, K=k, progress=progress)
+    except NotImplementedError:
+        return np.empty((0, k), dtype=np.int64), np.empty((0, k), dtype=np.float32)
+
+
+def _catalog_ids(store: DataStore, events: pd.DataFrame) -> list[str]:
+    ids = pd.unique(events["item_id"].astype(str))
+    if store.has("items"):
+        ids = pd.unique(
+            np.concatenate(
+                [ids, store.read("items", columns=["item_id"])["item_id"].astype(str).to_numpy()]
+            )
+        )
+    return list(ids)
+
+
+def _popularity(store: DataStore, events: pd.DataFrame, item_map: IdMap, n: int) -> Popularity:
+    """Popular (distinct buyers in the last 90 days) and trending (decayed) lists."""
+    positive = events[events["type"].isin(["purchase", "rating"])]
+    if not len(positive):
+        positive = events
+    end = positive["timestamp"].max()
+    recent = positive[positive["timestamp"] >= end - pd.Timedelta(days=POPULAR_WINDOW_DAYS)]
+    buyer = (
+        recent["user_id"]
+        .astype(object)
+        .where(recent["user_id"].notna(), "s:" + recent["session_id"].astype(str))
+    )
+    frame = pd.DataFrame(
+        {
+            "item": item_map.index(recent["item_id"].astype(str)),
+            "country": recent["country"].astype(object),
+            "buyer": buyer.to_numpy(),
+            "age_days": (end - recent["timestamp"]).dt.total_seconds() / 86400,
+        }
+    )
+    categories, item_categories, item_category = _item_categories(store, item_map)
+    sold_in = _sold_in(store, item_map)
+    lists: dict = {}
+    countries = [None, *sorted(frame["country"].dropna().unique())]
+    trend = frame.assign(weight=0.5 ** (frame["age_days"] / TRENDING_HALF_LIFE_DAYS))
+    for country in countries:
+        part = frame if country is None else frame[frame["country"] == country]
+        counts = part.drop_duplicates(["item", "buyer"]).groupby("item").size()
+        eligible = sold_in.get(country) if country else None
+        lists[("popular", country, None)] = _top(counts, n, eligible)
+        decayed = trend if country is None else trend[trend["country"] == country]
+        lists[("trending", country, None)] = _top(
+            decayed.groupby("item")["weight"].sum(), n, eligible
+        )
+        for cat_index, members in enumerate(item_categories):
+            in_cat = counts[counts.index.isin(members)]
+            if len(in_cat):
+                lists[("popular", country, cat_index)] = _top(in_cat, n, eligible)
+    return Popularity(lists, categories, item_category)
+
+
+def _top(counts: pd.Series, n: int, eligible: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if eligible is not None:
+        counts = counts[counts.index.isin(eligible)]
+    top = counts.sort_values(ascending=False, kind="stable").head(n)
+    return top.index.to_numpy(np.int64), top.to_numpy(np.float32)
+
+
+def _item_categories(store: DataStore, item_map: IdMap):
+    """Every category path (and each of its prefixes) with the item indices under it, and
+    each item's own (full) path index."""
+    own = np.full(len(item_map), -1, dtype=np.int32)
+    if not store.has("items"):
+        return [], [], own
+    items = store.read("items", columns=["item_id", "category"]).dropna(subset=["category"])
+    index = item_map.index(items["item_id"].astype(str))
+    paths: dict[str, list[int]] = {}
+    for item, category in zip(index, items["category"], strict=True):
+        if item < 0:
+            continue
+        parts = category.split(" > ")
+        for depth in range(1, len(parts) + 1):
+            paths.setdefault(" > ".join(parts[:depth]), []).append(int(item))
+    names = sorted(paths)
+    position = {name: i for i, name in enumerate(names)}
+    for item, category in zip(index, items["category"], strict=True):
+        if item >= 0:
+            own[item] = position[category]
+    return names, [np.array(paths[name], dtype=np.int64) for name in names], own
+
+
+def _offers(store: DataStore, item_map: IdMap) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per market: the items sold there and in stock (or stock not tracked), with prices."""
+    if not store.has("item_markets"):
+        return {}
+    offers = store.read("item_markets", columns=["item_id", "country", "price", "stock"])
+    offers = offers[offers["stock"].isna() | (offers["stock"] > 0)]
+    offers = offers.assign(item=item_map.index(offers["item_id"].astype(str)))
+    offers = offers[offers["item"] >= 0].sort_values(["country", "item"])
+    return {
+        c: (g["item"].to_numpy(np.int64), g["price"].to_numpy(np.float32))
+        for c, g in offers.groupby("country")
+    }
+
+
+def _currencies(store: DataStore) -> dict[str, str]:
+    """The currency of each market's prices (its most common one)."""
+    if not store.has("item_markets"):
+        return {}
+    rows = store.read("item_markets", columns=["country", "currency"])
+    return rows.groupby("country")["currency"].agg(lambda c: c.mode().iloc[0]).to_dict()
+
+
+def _sold_in(store: DataStore, item_map: IdMap) -> dict[str, np.ndarray]:
+    if not store.has("item_markets"):
+        return {}
+    markets = store.read("item_markets", columns=["item_id", "country"])
+    markets["item"] = item_map.index(markets["item_id"].astype(str))
+    return {c: g["item"].to_numpy(np.int64) for c, g in markets.groupby("country")}
+
+
+def _bytes_per_user(
+    client, keys: Keys, version: str, user_ids: np.ndarray, sample: int = 200
+) -> float:
+    """Mean Redis memory (MEMORY USAGE) of a sample of customer keys."""
+    if not len(user_ids):
+        return 0.0
+    picks = np.random.default_rng(0).choice(
+        len(user_ids), min(sample, len(user_ids)), replace=False
+    )
+    pipe = client.pipeline(transaction=False)
+    for i in picks:
+        pipe.memory_usage(keys.user(version, str(user_ids[i])), samples=0)
+    sizes = [s for s in pipe.execute() if s is not None]
+    return float(np.mean(sizes)) if sizes else 0.0

@@ -1,0 +1,71 @@
+"""MLflow wiring: where runs go, the shop's one registered model and its aliases.
+
+``MLFLOW_TRACKING_URI`` wins when set; otherwise a SQLite store under the data
+directory (``<data>/mlflow/mlflow.db``, artifacts in ``<data>/mlflow/artifacts``),
+which ``mlflow ui --backend-store-uri sqlite:///<data>/mlflow/mlflow.db`` opens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+EXPERIMENT_ENV = "RECSYS_EXPERIMENT"
+REGISTERED_MODEL_ENV = "RECSYS_REGISTERED_MODEL"
+DEFAULT_EXPERIMENT = "recsys"
+DEFAULT_REGISTERED_MODEL = "shop-recommender"
+CHAMPION = "champion"
+PREVIOUS = "previous-champion"
+
+
+@dataclass
+class Tracking:
+    """The tracking store, experiment and registered model of one data directory."""
+
+    data_dir: Path
+    tracking_uri: str
+    experiment_id: str
+    registered_model: str
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+
+def open_tracking(data_dir: str | os.PathLike) -> Tracking:
+    """Point MLflow at the store for ``data_dir`` and make sure the experiment exists."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no phoning home from jobs
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    data_dir = Path(data_dir)
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    artifacts = None
+    if not uri:
+        folder = (data_dir / "mlflow").resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        artifacts = (folder / "artifacts").as_uri()
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    name = os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        experiment_id = client.create_experiment(name, artifact_location=artifacts)
+    else:
+        experiment_id = experiment.experiment_id
+    registered = os.environ.get(REGISTERED_MODEL_ENV, DEFAULT_REGISTERED_MODEL)
+    try:
+        client.get_registered_model(registered)
+    except MlflowException:
+        client.create_registered_model(
+            registered, description="The shop's recommender: every version, of any model type."
+        )
+    return Tracking(data_dir, uri, experiment_id, registered)
