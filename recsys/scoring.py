@@ -1,10 +1,10 @@
 """Top-N for every user, and similar items for every item, on all cores in bounded memory.
 
-``batch_recommend`` returns exactly what ``model.recommend(userids,
+``batch_recommend`` returns what ``model.recommend(userids,
 user_items[userids], ...)`` returns for a batch of users (same ids, order, ties
-to the smaller item id, -1 / -inf padding, scores bit for bit; a one-user
-``recommend`` call may differ in the last bit of a factor model's scores, as
-BLAS then takes its matrix-vector path), but faster: users are scored in blocks whose size is
+to the smaller item id, -1 / -inf padding; a factor model's scores may differ
+in the last bit, as BLAS may round blocks of other heights, and a one-user call
+through its matrix-vector path, differently), but faster: users are scored in blocks whose size is
 set by a memory budget, blocks run on a thread pool (matrix products,
 comparisons and sorts release the GIL; BLAS is held to one thread per worker so
 the two do not oversubscribe the cores), factor models' products are written

@@ -37,6 +37,9 @@ def random_user_items(seed: int = 0) -> sp.csr_matrix:
     popularity = rng.pareto(1.5, N_ITEMS) + 0.05
     chance = np.minimum(0.4, 0.06 * popularity / popularity.mean())
     dense = (rng.random((N_USERS, N_ITEMS)) < chance) * rng.integers(1, 4, (N_USERS, N_ITEMS))
+    # Every item has a buyer of its own besides the full user: items bought by
+    # that user alone would share their factors and tie by accident.
+    dense[rng.integers(5, N_USERS, N_ITEMS), np.arange(N_ITEMS)] += 1
     dense[FULL_USER] = 1
     dense[EMPTY_USER] = 0
     return sp.csr_matrix(dense.astype(np.float32))
@@ -63,6 +66,28 @@ def assert_same(got, expected):
     np.testing.assert_array_equal(got[0], expected[0])
     # Bit for bit, -0.0 and infinities included.
     np.testing.assert_array_equal(got[1].view(np.int32), expected[1].view(np.int32))
+
+
+def assert_equivalent(got, expected, rtol=2e-6, atol=1e-7):
+    """Same ranking up to float32 rounding: equal scores position by position, and
+    ids that differ only where two scores are a near tie.
+
+    Scores out of a matrix product are not compared bit for bit: BLAS may round
+    the last bit differently for blocks of other heights (seen with OpenBLAS on
+    AMD EPYC, not on Intel SkylakeX), and two items whose scores lie within
+    that rounding may then swap places.
+    """
+    got_ids, got_scores = got
+    ids, scores = expected
+    np.testing.assert_allclose(got_scores, scores, rtol=rtol, atol=atol)
+    assert np.array_equal(np.isneginf(got_scores), np.isneginf(scores)), "padding differs"
+    tol = atol + rtol * np.abs(scores)
+    for row, col in zip(*np.nonzero(got_ids != ids), strict=True):
+        others = np.delete(scores[row], col)
+        near = np.abs(others - scores[row, col]) <= tol[row, col]
+        last = col == scores.shape[1] - 1  # a near tie with an item just below the list
+        assert near.any() or last, f"row {row}: {got_ids[row]} != {ids[row]}"
+        assert got_ids[row, col] not in np.delete(got_ids[row], col), "duplicate id"
 
 
 def oracle_top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +145,7 @@ def test_batch_recommend_equals_recommend_for_every_user(key, n, models, user_it
     users = np.arange(N_USERS)
     expected = model.recommend(users, user_items, N=n)
     # 10 does not divide 61 users: the last block holds one user.
-    assert_same(batch_recommend(model, user_items, N=n, block_users=10, threads=2), expected)
+    assert_equivalent(batch_recommend(model, user_items, N=n, block_users=10, threads=2), expected)
     for user in (0, FULL_USER, EMPTY_USER, N_USERS - 1):
         single_ids, single_scores = model.recommend(user, user_items[user], N=n)
         np.testing.assert_array_equal(single_ids, expected[0][user])
@@ -140,7 +165,7 @@ def test_filters_and_a_subset_of_users(key, models, user_items):
     ):
         expected = model.recommend(users, user_items[users], N=8, **kwargs)
         got = batch_recommend(model, user_items, users, N=8, block_users=4, threads=2, **kwargs)
-        assert_same(got, expected)
+        assert_equivalent(got, expected)
         if "filter_items" in kwargs:
             assert not np.isin(got[0], banned).any()
         if "items" in kwargs:
@@ -199,7 +224,7 @@ def test_results_do_not_depend_on_threads_or_block_size(models, user_items):
     reference = batch_recommend(model, user_items, N=20, threads=1, block_users=N_USERS)
     for threads, block in ((1, 1), (2, 2), (3, 7), (4, 16)):
         got = batch_recommend(model, user_items, N=20, threads=threads, block_users=block)
-        assert_same(got, reference)
+        assert_equivalent(got, reference)
 
 
 def test_users_and_items_added_after_fitting(models, user_items):
@@ -208,9 +233,9 @@ def test_users_and_items_added_after_fitting(models, user_items):
     wider = sp.csr_matrix(sp.hstack([extra, sp.csr_matrix(np.ones((extra.shape[0], 3)))]))
     for key in ("als", "bpr", "ease"):
         expected = models[key].recommend(users, extra[users], N=6)
-        assert_same(batch_recommend(models[key], extra, users, N=6, threads=2), expected)
+        assert_equivalent(batch_recommend(models[key], extra, users, N=6, threads=2), expected)
         # Items added to the id map after fitting are unknown to the model: ignored.
-        assert_same(batch_recommend(models[key], wider, users, N=6, threads=2), expected)
+        assert_equivalent(batch_recommend(models[key], wider, users, N=6, threads=2), expected)
 
 
 def test_stats_record_the_phases(models, user_items, capsys):
@@ -251,11 +276,11 @@ def test_batch_similar_items_equals_similar_items(key, models):
     items = np.arange(N_ITEMS)
     expected = model.similar_items(items, N=12)
     got = batch_similar_items(model, K=12, block_items=9, threads=2)
-    assert_same(got, expected)
+    assert_equivalent(got, expected)
     assert not np.any(got[0] == items[:, None]), "an item is not similar to itself"
     subset = np.array([5, 0, 239, 5])
     banned = np.arange(1, N_ITEMS, 2)
-    assert_same(
+    assert_equivalent(
         batch_similar_items(model, K=7, itemids=subset, filter_items=banned, threads=2),
         model.similar_items(subset, N=7, filter_items=banned),
     )

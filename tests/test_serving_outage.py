@@ -37,6 +37,16 @@ def _wait(predicate, seconds: float = 10.0) -> bool:
     return False
 
 
+def _full_run(answers: list, length: int) -> bool:
+    """True if ``answers`` hold ``length`` answers in a row that are not degraded."""
+    run = 0
+    for _, status, body in list(answers):
+        run = run + 1 if status == 200 and not body.get("degraded") else 0
+        if run >= length:
+            return True
+    return False
+
+
 def test_redis_stopped_and_restarted_during_requests(server):
     keys = Keys("outage")
     write_shop(redis.Redis.from_url(server.url), keys)
@@ -76,8 +86,15 @@ def test_redis_stopped_and_restarted_during_requests(server):
         time.sleep(0.5)
 
         server.start()  # the same data comes back from its RDB file
+        assert redis.Redis.from_url(server.url).get(keys.current), "RDB did not keep the data"
+        restarted = len(answers)
         assert _wait(lambda: client.get("/readyz").status_code == 200)
-        assert _wait(lambda: all(not a[2].get("degraded") for a in answers[-8:]))
+        # Recovery: a run of 8 full answers in a row after the restart (a stray
+        # timeout under CI load may still degrade one answer here and there).
+        assert _wait(lambda: _full_run(answers[restarted:], 8), seconds=20), (
+            thread.is_alive(),
+            [(q, status, body.get("degraded")) for q, status, body in answers[-12:]],
+        )
     finally:
         stop.set()
         thread.join()

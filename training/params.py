@@ -25,7 +25,7 @@ _UNIT_WEIGHTS = {"view": 0.1, "add_to_cart": 0.3, "purchase": 1.0, "refund": -1.
 #: (model, protocol); "*" matches any protocol. The temporal and stratified
 #: entries were chosen on validation splits that end before the test
 #: (Online Retail cut-off 2011-10-10; MovieLens seeds 1-3), see
-#: docs/benchmarks_quality.md.
+#: docs/benchmarks.md (Quality).
 DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("als", "*"): {"factors": 64, "regularization": 0.05, "alpha": 2.0, "iterations": 15},
     # alpha 0.1 on purchase weight 10: confidence = purchase count.

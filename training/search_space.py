@@ -62,6 +62,15 @@ MODEL_SPACES: dict[str, dict[str, Sampler]] = {
         "half_life_days": choice(None, 14.0, 30.0, 90.0),
     },
     "buy-again": {"half_life_days": choice(None, 14.0, 30.0, 60.0, 120.0)},
+    "ranker": {
+        "n_windows": choice(2, 3, 4),
+        "n_neighbours": choice(50, 100, 200),
+        "n_trending": choice(20, 50, 100),
+        "trend_half_life_days": choice(3.0, 7.0, 14.0),
+        "ease_lambda": log_uniform(50.0, 1000.0),
+        "learning_rate": log_uniform(0.02, 0.2),
+        "max_leaf_nodes": choice(15, 31, 63),
+    },
 }
 
 #: Interaction settings searched for every model, per protocol. A temporal
