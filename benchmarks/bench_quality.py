@@ -177,6 +177,19 @@ def reference_rows(data, threads: int) -> list[dict]:
                 "ref: own purchase counts", lambda u: counts[u].toarray(), data, binary, started
             )
         )
+        # The same, with ties and short histories filled by global popularity
+        # (a fraction of one purchase: it never outranks a count).
+        popularity = np.asarray(binary.sum(axis=0)).ravel()
+        filler = 1e-3 * popularity / max(popularity.max(), 1.0)
+        rows.append(
+            _reference(
+                "ref: own purchase counts, then popularity",
+                lambda u: counts[u].toarray() + filler[None, :],
+                data,
+                binary,
+                started,
+            )
+        )
     return rows
 
 
