@@ -52,10 +52,18 @@ def redis_benchmark_set_rate(url: str, n: int, value_bytes: int, pipeline: int) 
     else:
         cmd += ["-h", parsed.hostname or "127.0.0.1", "-p", str(parsed.port or 6379)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    _delete_benchmark_keys(redis.Redis.from_url(url))
     match = re.search(r"SET: ([0-9.]+) requests per second", out.replace("\r", "\n"))
     if not match:
         raise RuntimeError(f"could not read redis-benchmark output: {out!r}")
     return float(match.group(1))
+
+
+def _delete_benchmark_keys(client: redis.Redis) -> None:
+    """Remove what ``redis-benchmark -r`` wrote (``key:`` + 12 digits)."""
+    doomed = list(client.scan_iter(match="key:" + "[0-9]" * 12, count=10_000))
+    for start in range(0, len(doomed), 10_000):
+        client.unlink(*doomed[start : start + 10_000])
 
 
 def writer_rate(client: redis.Redis, keys: Keys, users: int, n: int, batch: int) -> tuple:
