@@ -307,6 +307,7 @@ def train_memory(data_dir: Path, names: list[str], cutoff: str | None) -> list[d
                     "model": name,
                     "fit_seconds": summary["fit_seconds"],
                     "peak_rss_mb": summary["peak_rss_mb"],
+                    "rss_before_fit_mb": summary["rss_before_fit_mb"],
                     "wall_seconds": time.perf_counter() - started,
                     "ndcg@10": summary["metrics"]["ndcg@10"],
                 }
@@ -394,10 +395,14 @@ def main(argv: list[str] | None = None) -> None:
                 f"ratio {o['ratio']:.3f}"
             )
         if "memory" in result:
-            print("\n| model | fit s | peak RSS MB | wall s |\n|---|---|---|---|")
+            print(
+                "\n| model | fit s | RSS before fit MB | peak RSS MB | wall s |"
+                "\n|---|---|---|---|---|"
+            )
             for row in result["memory"]:
                 print(
-                    f"| {row['model']} | {row['fit_seconds']:.1f} | {row['peak_rss_mb']:.0f} "
+                    f"| {row['model']} | {row['fit_seconds']:.1f} | "
+                    f"{row['rss_before_fit_mb']:.0f} | {row['peak_rss_mb']:.0f} "
                     f"| {row['wall_seconds']:.0f} |"
                 )
 

@@ -51,6 +51,9 @@ def test_a_run_logs_params_metrics_fingerprint_and_artifacts(trained, shop):
     assert run.data.metrics["ndcg_at_10"] == pytest.approx(pop["metrics"]["ndcg@10"], abs=1e-6)
     assert run.data.tags["data_fingerprint"] == pop["data_fingerprint"]
     assert run.data.tags["code_version"]
+    # memory: the process's resident set before the fit, and its peak after it
+    assert 0 < pop["rss_before_fit_mb"] <= pop["peak_rss_mb"]
+    assert run.data.metrics["peak_rss_mb"] == pytest.approx(pop["peak_rss_mb"], abs=0.1)
     artifacts = {a.path for a in tracking.client.list_artifacts(pop["run_id"], "reports")}
     assert artifacts == {"reports/metrics_by_slice.csv", "reports/metric_vs_k.png"}
     assert (shop / "mlflow" / "mlflow.db").exists()  # the embedded default store

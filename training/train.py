@@ -20,6 +20,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+import psutil
 
 from recsys.bundle import ModelBundle
 from recsys.data.store import DataStore
@@ -75,10 +76,16 @@ def train(
         model = create_model(model_name, **model_params)
     except (TypeError, ValueError) as exc:
         raise hp.ParamError(f"{model_name}: {exc}") from exc
+    rss_before_fit_mb = psutil.Process().memory_info().rss / 2**20
     started = time.perf_counter()
     model.fit(train_matrix, context=context)
     fit_seconds = time.perf_counter() - started
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # the kernel's high-water mark lags the current size by a few pages: a peak
+    # is at least what is resident now
+    peak_rss_mb = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        psutil.Process().memory_info().rss / 2**20,
+    )
 
     slices = _slices(data, train_matrix)
     results = _evaluate(model, data, train_matrix, slices, progress)
@@ -128,6 +135,7 @@ def train(
             {
                 "fit_seconds": fit_seconds,
                 "peak_rss_mb": peak_rss_mb,
+                "rss_before_fit_mb": rss_before_fit_mb,
                 **{f"data_{k}": v for k, v in data.split.summary().items()},
             }
         )
@@ -162,6 +170,7 @@ def train(
                 "interactions": config.as_dict(),
                 "fit_seconds": round(fit_seconds, 3),
                 "peak_rss_mb": round(peak_rss_mb, 1),
+                "rss_before_fit_mb": round(rss_before_fit_mb, 1),
             }
         )
     if promote:
