@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import tempfile
 import threading
@@ -23,6 +22,7 @@ import psutil
 
 from recsys.data.store import DataStore
 from recsys.data.synthetic import ShopConfig, generate_shop
+from recsys.memory import peak_rss_mb
 
 
 def _parse() -> argparse.Namespace:
@@ -97,7 +97,7 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
     summary.update(
         events_per_user=round(summary["events"] / args.users, 2),
-        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        peak_rss_mb=round(peak_rss_mb(), 1),
         rss_mb_samples=sampler.at_fractions(),
         disk_mb=round(disk / 2**20, 1),
         chunk_users=args.chunk_users,

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from recsys.memory import peak_rss_mb
 
 
 def _child_import(fmt: str, src: str, out: str) -> dict:
@@ -49,7 +50,7 @@ def _child_read(fmt: str, src: str, out: str) -> dict:
 
 def _child(kind: str, fmt: str, src: str, out: str) -> None:
     result = (_child_import if kind == "import" else _child_read)(fmt, src, out)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from recsys.memory import peak_rss_mb
 from recsys.models.als import ALSRecommender
 from recsys.scoring import ScoringStats, batch_recommend, batch_similar_items, default_threads
 
@@ -292,7 +292,7 @@ def large_run(args, threads: int) -> dict:
         "product_share_of_numpy": round(stats.product_gflops / numpy_gflops, 3),
         "block_users": stats.block_rows,
         "full_sort_rows": stats.full_sort_rows,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb": round(peak_rss_mb()),
     }
 
 
@@ -343,7 +343,7 @@ def main() -> None:
         "selection_over_product": round(stats.selection_seconds / stats.product_seconds, 3),
     }
     _log(f"batch_similar_items: {result['similar_items']}")
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result["peak_rss_mb"] = round(peak_rss_mb())
 
     if args.large_users:
         result["large"] = large_run(args, threads)

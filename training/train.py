@@ -10,7 +10,6 @@ model; ``promote=True`` then runs the promotion gate.
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import tempfile
 import time
@@ -26,6 +25,7 @@ from recsys.bundle import ModelBundle
 from recsys.data.store import DataStore
 from recsys.evaluation.cold import evaluate_new_users
 from recsys.evaluation.evaluate import EvaluationResult, evaluate
+from recsys.memory import peak_rss_mb as peak_rss_mb_now
 from recsys.models.registry import create_model
 from recsys.protocols import ProtocolData, load_protocol
 from training import params as hp
@@ -80,12 +80,7 @@ def train(
     started = time.perf_counter()
     model.fit(train_matrix, context=context)
     fit_seconds = time.perf_counter() - started
-    # the kernel's high-water mark lags the current size by a few pages: a peak
-    # is at least what is resident now
-    peak_rss_mb = max(
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        psutil.Process().memory_info().rss / 2**20,
-    )
+    peak_rss_mb = max(peak_rss_mb_now(), psutil.Process().memory_info().rss / 2**20)
 
     slices = _slices(data, train_matrix)
     results = _evaluate(model, data, train_matrix, slices, progress)

@@ -1,0 +1,27 @@
+"""The process's peak memory, measured so that a child does not inherit its parent's.
+
+``getrusage().ru_maxrss`` survives ``fork`` + ``exec`` on Linux: a job started
+by a 1 GB parent reports at least 1 GB whatever it does itself. The peak of
+the current address space (``VmHWM`` in ``/proc/self/status``) starts afresh
+at ``exec``; it is used where it exists.
+"""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+_STATUS = Path("/proc/self/status")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process's own address space, in MiB."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    # elsewhere (macOS reports bytes, Linux kB)
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if maxrss > 2**31 else maxrss / 1024
