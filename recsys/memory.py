@@ -9,6 +9,7 @@ at ``exec``; it is used where it exists.
 from __future__ import annotations
 
 import resource
+import sys
 from pathlib import Path
 
 _STATUS = Path("/proc/self/status")
@@ -22,6 +23,6 @@ def peak_rss_mb() -> float:
                 return int(line.split()[1]) / 1024  # kB
     except OSError:
         pass
-    # elsewhere (macOS reports bytes, Linux kB)
+    # no /proc: the high-water mark of getrusage (bytes on macOS, kB elsewhere)
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss / 2**20 if maxrss > 2**31 else maxrss / 1024
+    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
