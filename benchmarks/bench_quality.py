@@ -179,6 +179,7 @@ def reference_rows(data, threads: int) -> list[dict]:
         )
         # The same, with ties and short histories filled by global popularity
         # (a fraction of one purchase: it never outranks a count).
+        started = time.perf_counter()
         popularity = np.asarray(binary.sum(axis=0)).ravel()
         filler = 1e-3 * popularity / max(popularity.max(), 1.0)
         rows.append(

@@ -12,6 +12,8 @@ import resource
 import sys
 from pathlib import Path
 
+import psutil
+
 _STATUS = Path("/proc/self/status")
 
 
@@ -26,3 +28,8 @@ def peak_rss_mb() -> float:
     # no /proc: the high-water mark of getrusage (bytes on macOS, kB elsewhere)
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
+
+
+def rss_mb() -> float:
+    """Resident set size of this process now, in MiB."""
+    return psutil.Process().memory_info().rss / 2**20

@@ -19,13 +19,13 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-import psutil
 
 from recsys.bundle import ModelBundle
 from recsys.data.store import DataStore
 from recsys.evaluation.cold import evaluate_new_users
 from recsys.evaluation.evaluate import EvaluationResult, evaluate
 from recsys.memory import peak_rss_mb as peak_rss_mb_now
+from recsys.memory import rss_mb
 from recsys.models.registry import create_model
 from recsys.protocols import ProtocolData, load_protocol
 from training import params as hp
@@ -76,11 +76,11 @@ def train(
         model = create_model(model_name, **model_params)
     except (TypeError, ValueError) as exc:
         raise hp.ParamError(f"{model_name}: {exc}") from exc
-    rss_before_fit_mb = psutil.Process().memory_info().rss / 2**20
+    rss_before_fit_mb = rss_mb()
     started = time.perf_counter()
     model.fit(train_matrix, context=context)
     fit_seconds = time.perf_counter() - started
-    peak_rss_mb = max(peak_rss_mb_now(), psutil.Process().memory_info().rss / 2**20)
+    peak_rss_mb = peak_rss_mb_now()  # VmHWM: never below the RSS measured before
 
     slices = _slices(data, train_matrix)
     results = _evaluate(model, data, train_matrix, slices, progress)
