@@ -28,7 +28,7 @@ from serving.events import Event
 from serving.gateway import RedisGateway, RedisUnavailable
 from serving.metrics import Metrics
 from serving.ranking import Eligibility, ListBuilder, session_ranking
-from serving.render import ListAnswer, encode_items
+from serving.render import ListAnswer
 from serving.rules import MarketRules, all_markets, decode_rules, encode_rules, merged
 from serving.snapshot import Market, Snapshot, SnapshotNotReady, load_snapshot
 
@@ -323,15 +323,7 @@ class Engine:
     ) -> ListAnswer:
         picks = builder.picks if builder is not None else []
         source = builder.primary_source if builder is not None else "none"
-        items = []
-        if picks:
-            index = np.fromiter((p.item for p in picks), np.int64, len(picks))
-            categories = snap.item_category[index].tolist()
-            if market is not None:
-                prices, currency = market.price[index].tolist(), market.currency
-            else:
-                prices, currency = [None] * len(picks), None
-            items = encode_items(snap.fragments, picks, categories, prices, currency)
+        items = snap.fragments.encode(picks, market) if picks else []
         self.metrics.list_served(endpoint, source, degraded)
         meta = {
             "source": source,

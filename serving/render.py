@@ -1,8 +1,11 @@
 """List answers as JSON text, from per-snapshot pre-encoded fragments.
 
-The item ids and category names of a snapshot are encoded once (lazily) and
-reused, so a response costs a few string joins instead of a ``json.dumps``
-of a list of dicts.
+Everything of an item that does not depend on the request (its id, and in a
+market its price, currency and category) is encoded once per snapshot and
+market, lazily, and reused: a response costs a dictionary lookup and one
+string join per item instead of a ``json.dumps`` of a list of dicts. The
+cache is bounded (``max_cached`` fragments); past it, fragments are encoded
+per request.
 """
 
 from __future__ import annotations
@@ -10,32 +13,84 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
 
 from serving.ranking import Pick
 
 _DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+#: Fragments kept per snapshot (about 150 bytes each): 200,000 is ~30 MB per process.
+MAX_CACHED = 200_000
+
+
+class PricedMarket(Protocol):
+    """What rendering needs of a market (``serving.snapshot.Market``)."""
+
+    country: str
+    currency: str | None
+    price: np.ndarray
 
 
 @dataclass
 class Fragments:
-    """JSON fragments of one snapshot: ``"item_id":"..."`` per item, category per index."""
+    """JSON fragments of one snapshot's items, per market.
+
+    Per item index the fragment before the score (``{"item_id":"...","score":``)
+    and, per market, the one after it (``,"price":...,"currency":...,
+    "category":...,"source":"``).
+    """
 
     item_ids: object  # sequence of str per item index
     categories: list[str]
-    _items: dict[int, str] = field(default_factory=dict)
-    _categories: list[str] = field(default_factory=list)
+    item_category: np.ndarray  # category index per item index, -1: none
+    max_cached: int = MAX_CACHED
+    _heads: dict[int, str] = field(default_factory=dict)
+    _tails: dict[str | None, dict[int, str]] = field(default_factory=dict)
+    _cached: int = 0
 
     def __post_init__(self) -> None:
-        self._categories = [_DUMPS(c) for c in self.categories]
+        self._category_json = [_DUMPS(c) for c in self.categories]
 
-    def item(self, index: int) -> str:
-        found = self._items.get(index)
-        if found is None:
-            found = self._items[index] = '{"item_id":' + _DUMPS(str(self.item_ids[index]))
-        return found
+    def encode(self, picks: list[Pick], market: PricedMarket | None) -> list[str]:
+        """One JSON object per pick: item_id, score, price, currency, category, source."""
+        key = market.country if market is not None else None
+        tails = self._tails.get(key)
+        if tails is None:
+            tails = self._tails[key] = {}
+        heads = self._heads
+        out = []
+        for item, score, source in picks:
+            head = heads.get(item)
+            if head is None:
+                head = self._head(item)
+            tail = tails.get(item)
+            if tail is None:
+                tail = self._tail(item, market, tails)
+            out.append(f'{head}{_score(score)}{tail}{source}"}}')
+        return out
 
-    def category(self, index: int) -> str:
-        return self._categories[index] if index >= 0 else "null"
+    def _head(self, item: int) -> str:
+        head = '{"item_id":' + _DUMPS(str(self.item_ids[item])) + ',"score":'
+        if self._cached < self.max_cached:
+            self._heads[item] = head
+            self._cached += 1
+        return head
+
+    def _tail(self, item: int, market: PricedMarket | None, tails: dict[int, str]) -> str:
+        price = float(market.price[item]) if market is not None else None
+        priced = price is not None and math.isfinite(price)
+        money = _DUMPS(market.currency) if priced and market.currency else "null"
+        category = int(self.item_category[item])
+        tail = (
+            f',"price":{_number(price, 4) if priced else "null"},"currency":{money},'
+            f'"category":{self._category_json[category] if category >= 0 else "null"},'
+            '"source":"'
+        )
+        if self._cached < self.max_cached:
+            tails[item] = tail
+            self._cached += 1
+        return tail
 
 
 @dataclass
@@ -52,31 +107,9 @@ class ListAnswer:
         return json.loads(self.to_json())
 
 
-def encode_items(
-    fragments: Fragments,
-    picks: list[Pick],
-    categories: list[int],
-    prices: list[float | None],
-    currency: str | None,
-) -> list[str]:
-    """One JSON object per pick: item_id, score, price, currency, category, source."""
-    money = _DUMPS(currency) if currency else "null"
-    out = []
-    for pick, category, price in zip(picks, categories, prices, strict=True):
-        priced = price is not None and math.isfinite(price)
-        out.append(
-            f'{fragments.item(pick.item)},"score":{_score(pick.score)},'
-            f'"price":{_price(price) if priced else "null"},'
-            f'"currency":{money if priced else "null"},'
-            f'"category":{fragments.category(category)},"source":"{pick.source}"}}'
-        )
-    return out
-
-
-#: Scores are float16 values and prices come from a fixed table: few distinct numbers,
-#: so their text is kept (bounded) instead of formatted again for every response.
+#: Scores are float16 values: few distinct numbers, so their text is kept
+#: (bounded) instead of formatted again for every response.
 _SCORES: dict[float, str] = {}
-_PRICES: dict[float, str] = {}
 _CACHE_LIMIT = 200_000
 
 
@@ -88,15 +121,6 @@ def _score(value: float | None) -> str:
         text = _number(value, 5)
         if len(_SCORES) < _CACHE_LIMIT:
             _SCORES[value] = text
-    return text
-
-
-def _price(value: float) -> str:
-    text = _PRICES.get(value)
-    if text is None:
-        text = _number(value, 4)
-        if len(_PRICES) < _CACHE_LIMIT:
-            _PRICES[value] = text
     return text
 
 

@@ -64,7 +64,7 @@ class Snapshot:
 
     def __post_init__(self) -> None:
         if self.fragments is None:
-            self.fragments = Fragments(self.item_ids, self.categories)
+            self.fragments = Fragments(self.item_ids, self.categories, self.item_category)
 
     @property
     def n_items(self) -> int:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
-from serving import params
 from serving.api import engine
 from serving.engine import Placement, Visitor
+from serving.params import Query, check_id
 
 bp = Blueprint("lists", __name__, url_prefix="/v1")
 
@@ -15,35 +15,36 @@ bp = Blueprint("lists", __name__, url_prefix="/v1")
 def recommendations():
     """The visitor's list (personalized, else session-based, else popular)."""
     eng = engine()
-    cfg = eng.config
+    query = Query(request.args, eng.config)
     visitor = Visitor(
-        user_id=params.one_id("user_id"),
-        session_id=params.one_id("session_id"),
-        session_items=params.id_list("session_items", cfg),
-        exclude=params.id_list("exclude", cfg),
+        user_id=query.one_id("user_id"),
+        session_id=query.one_id("session_id"),
+        session_items=query.id_list("session_items"),
+        exclude=query.id_list("exclude"),
     )
-    place = Placement(params.country(cfg), params.count(cfg), params.category())
-    return _json(eng.recommend(visitor, place))
+    return _json(eng.recommend(visitor, _placement(query)))
 
 
 @bp.get("/items/<path:item_id>/similar")
 def similar(item_id: str):
     """Items similar to one item, sold in the visitor's market."""
     eng = engine()
-    cfg = eng.config
-    item_id = params.check_id("item_id", item_id)
-    place = Placement(params.country(cfg), params.count(cfg), params.category())
-    return _json(eng.similar(item_id, place, params.id_list("exclude", cfg)))
+    query = Query(request.args, eng.config)
+    item_id = check_id("item_id", item_id)
+    return _json(eng.similar(item_id, _placement(query), query.id_list("exclude")))
 
 
 @bp.get("/popular")
 def popular():
     """Popular (or trending) items in the visitor's market and category."""
     eng = engine()
-    cfg = eng.config
-    place = Placement(params.country(cfg), params.count(cfg), params.category())
-    kind = params.choice("kind", ("popular", "trending"))
-    return _json(eng.popular(place, kind))
+    query = Query(request.args, eng.config)
+    place = _placement(query)
+    return _json(eng.popular(place, query.choice("kind", ("popular", "trending"))))
+
+
+def _placement(query: Query) -> Placement:
+    return Placement(query.country(), query.count(), query.category())
 
 
 def _json(answer) -> Response:
