@@ -121,6 +121,7 @@ def test_registry_holds_every_model():
         "bpr",
         "lightfm",
         "ease",
+        "gfcf",
         "blend",
         "ranker",
     }

@@ -38,6 +38,7 @@ DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("ease", "*"): {"lambda_": 300.0},
     ("ease", "temporal"): {"lambda_": 300.0, "dropout": 0.5},
     ("ease", "stratified"): {"lambda_": 300.0, "dropout": 0.67},
+    ("gfcf", "stratified"): {"alpha": 1.0, "factors": 32, "user_exponent": 0.25},
     ("popular", "temporal"): {"by": "country"},
     ("buy-again", "*"): {"half_life_days": 60.0},
     ("buy-again", "temporal"): {"half_life_days": 180.0},
@@ -51,8 +52,11 @@ DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
         },
     },
     ("blend", "stratified"): {
-        "parts": {"ease": 1.0},
-        "part_params": {"ease": {"lambda_": 300.0, "dropout": 0.67}},
+        "parts": {"ease": 0.65, "gfcf": 0.35},
+        "part_params": {
+            "ease": {"lambda_": 300.0, "dropout": 0.67},
+            "gfcf": {"alpha": 5.0, "factors": 32},
+        },
     },
 }
 

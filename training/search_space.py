@@ -50,6 +50,11 @@ MODEL_SPACES: dict[str, dict[str, Sampler]] = {
         "similarity": choice("cosine", "tfidf", "bm25"),
     },
     "ease": {"lambda_": log_uniform(10.0, 5000.0)},
+    "gfcf": {
+        "alpha": log_uniform(0.1, 20.0),
+        "factors": choice(16, 24, 32, 48, 64),
+        "user_exponent": choice(0.25, 0.5),
+    },
     "lightfm": {
         "no_components": choice(16, 32, 48, 64),
         "epochs": choice(10, 20, 30, 50),

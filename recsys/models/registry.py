@@ -11,6 +11,7 @@ from recsys.models.blend import BlendRecommender
 from recsys.models.bpr import BPRRecommender
 from recsys.models.buy_again import BuyAgainRecommender
 from recsys.models.ease import EASERecommender
+from recsys.models.gfcf import GFCFRecommender
 from recsys.models.itemknn import ItemKNNRecommender
 from recsys.models.lightfm_hybrid import LightFMRecommender
 from recsys.models.popular import PopularRecommender
@@ -26,6 +27,7 @@ MODELS: dict[str, type[Recommender]] = {
         BPRRecommender,
         LightFMRecommender,
         EASERecommender,
+        GFCFRecommender,
         BlendRecommender,
         RankerRecommender,
     )
