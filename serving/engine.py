@@ -75,6 +75,7 @@ class Engine:
         self._rules_generation = _UNLOADED
         self._resolved: dict[tuple, tuple[np.ndarray, dict[int, float]]] = {}
         self._load_lock = threading.Lock()
+        self._pointer = ("MGET", self.keys.current, self.keys.rules_generation)
         gateway.on_round_trip = metrics.round_trips.inc
         gateway.on_failure = metrics.redis_failures.inc
 
@@ -91,7 +92,7 @@ class Engine:
         """One round trip: ``MGET current rules-generation`` plus ``commands(snapshot)``
         (a list of command tuples). Returns ``(snapshot, their replies, degraded)``."""
         snap = self.snapshot
-        pointer = ("MGET", self.keys.current, self.keys.rules_generation)
+        pointer = self._pointer
         for _ in range(3):
             try:
                 extra = commands(snap) if snap is not None and commands is not None else []
@@ -203,9 +204,13 @@ class Engine:
                 views, bought = list(next(it)), list(next(it))
             views += user_views
             bought += user_bought
-        seed_ids = [*visitor.session_items, *(v.decode() for v in views)]
-        seeds = list(dict.fromkeys(snap.indices(seed_ids)))[: max(seeds_n, 0)]
-        blocked = {b.decode() for b in bought} | set(visitor.exclude)
+        seeds = []
+        if visitor.session_items or views:
+            seed_ids = [*visitor.session_items, *(v.decode() for v in views)]
+            seeds = list(dict.fromkeys(snap.indices(seed_ids)))[: max(seeds_n, 0)]
+        blocked = (
+            {b.decode() for b in bought} | set(visitor.exclude) if bought or visitor.exclude else ()
+        )
         builder, market = self._builder(snap, place, blocked, diversity=True)
         if builder is not None:
             pinned, _ = self._market_rules(snap, place.country)

@@ -37,28 +37,35 @@ class Query:
     __slots__ = ("args", "config")
 
     def __init__(self, args: MultiDict, config: ServingConfig):
-        self.args = args
+        # A plain dict of value lists: a MultiDict raises (and builds) an
+        # HTTP exception for every missing key it is asked for.
+        self.args: dict[str, list[str]] = dict(args.lists())
         self.config = config
+
+    def _get(self, name: str) -> str | None:
+        values = self.args.get(name)
+        return values[0] if values else None
 
     def one_id(self, name: str) -> str | None:
         """An optional id parameter."""
-        value = self.args.get(name)
+        value = self._get(name)
         if not value:
             return None
         return check_id(name, value)
 
     def id_list(self, name: str) -> list[str]:
         """A comma-separated list of ids (repeated parameters are joined)."""
-        if name not in self.args:
+        given = self.args.get(name)
+        if not given:
             return []
-        values = [v for raw in self.args.getlist(name) for v in raw.split(",") if v != ""]
+        values = [v for raw in given for v in raw.split(",") if v != ""]
         if len(values) > self.config.max_ids:
             raise bad_parameter(f"{name}: at most {self.config.max_ids} ids")
         return [check_id(name, v.strip()) for v in values]
 
     def country(self) -> str | None:
         """An ISO 3166-1 alpha-2 code (any case), else the configured default."""
-        value = self.args.get("country")
+        value = self._get("country")
         if not value:
             return self.config.default_country
         if not _COUNTRY.match(value) or not markets.is_country(value.upper()):
@@ -67,7 +74,7 @@ class Query:
 
     def count(self) -> int:
         """``n``: how many items (1..max_n; default default_n)."""
-        value = self.args.get("n")
+        value = self._get("n")
         if not value:
             return self.config.default_n
         if not value.isdigit() or not 1 <= int(value) <= self.config.max_n:
@@ -78,7 +85,7 @@ class Query:
 
     def category(self) -> str | None:
         """A category path (levels joined by `` > ``)."""
-        value = self.args.get("category")
+        value = self._get("category")
         if not value:
             return None
         if len(value) > MAX_CATEGORY_CHARS or not value.isprintable():
@@ -87,7 +94,7 @@ class Query:
 
     def choice(self, name: str, allowed: tuple[str, ...]) -> str:
         """One of ``allowed`` (the first is the default)."""
-        value = self.args.get(name) or allowed[0]
+        value = self._get(name) or allowed[0]
         if value not in allowed:
             raise bad_parameter(f"{name}: expected one of {', '.join(allowed)}")
         return value

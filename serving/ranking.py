@@ -10,7 +10,6 @@ it holds ``n`` items.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 
@@ -22,13 +21,14 @@ class Eligibility:
     offered: np.ndarray | None = None  # bool per item (None: no market restriction)
     in_category: np.ndarray | None = None  # bool per item (None: any category)
 
-    def mask(self, ids: np.ndarray) -> np.ndarray:
-        """Per id: may it be shown?"""
-        keep = np.ones(len(ids), dtype=bool)
-        if self.offered is not None:
-            keep &= self.offered[ids]
-        if self.in_category is not None:
-            keep &= self.in_category[ids]
+    def mask(self, ids: np.ndarray) -> np.ndarray | None:
+        """Per id: may it be shown? (None: every id may.)"""
+        offered, in_category = self.offered, self.in_category
+        if offered is None:
+            return None if in_category is None else in_category[ids]
+        keep = offered[ids]
+        if in_category is not None:
+            keep &= in_category[ids]
         return keep
 
     def all_items(self, n_items: int) -> np.ndarray:
@@ -41,12 +41,9 @@ class Eligibility:
         return np.flatnonzero(keep)
 
 
-class Pick(NamedTuple):
-    """One listed item."""
-
-    item: int
-    score: float | None
-    source: str
+#: One listed item: (item index, score or None, source). A plain tuple: lists are
+#: built on every request and a named tuple costs several times more to make.
+Pick = tuple[int, float | None, str]
 
 
 @dataclass
@@ -60,8 +57,11 @@ class ListBuilder:
     blocked: set[int] = field(default_factory=set)  # bought, excluded
     boost: dict[int, float] = field(default_factory=dict)
     picks: list[Pick] = field(default_factory=list)
-    _seen: set[int] = field(default_factory=set)
+    _taken: set[int] = field(default_factory=set)  # blocked or already listed
     _per_category: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._taken = set(self.blocked)
 
     @property
     def full(self) -> bool:
@@ -73,24 +73,34 @@ class ListBuilder:
         if len(picks) >= n or not len(ids):
             return
         keep = self.eligibility.mask(ids)
-        ids = ids[keep]
-        scores = scores[keep] if scores is not None else None
+        if keep is not None:
+            ids = ids[keep]
+            scores = scores[keep] if scores is not None else None
         if self.boost and scores is not None:
             ids, scores = self._boosted(ids, scores)
-        categories = self.item_category[ids].tolist()
-        score_list = scores.tolist() if scores is not None else [None] * len(ids)
-        seen, blocked, cap = self._seen, self.blocked, self.max_per_category
+        items = ids.tolist()
+        score_list = scores.tolist() if scores is not None else [None] * len(items)
+        taken, cap = self._taken, self.max_per_category
+        if not cap:
+            for item, score in zip(items, score_list, strict=True):
+                if item not in taken:
+                    taken.add(item)
+                    picks.append((item, score, source))
+                    if len(picks) >= n:
+                        return
+            return
         per_category = self._per_category
-        for item, score, category in zip(ids.tolist(), score_list, categories, strict=True):
-            if item in seen or item in blocked:
+        categories = self.item_category[ids].tolist()
+        for item, score, category in zip(items, score_list, categories, strict=True):
+            if item in taken:
                 continue
-            if cap and category >= 0:
+            if category >= 0:
                 count = per_category.get(category, 0)
                 if count >= cap:
                     continue
                 per_category[category] = count + 1
-            seen.add(item)
-            picks.append(Pick(item, score, source))
+            taken.add(item)
+            picks.append((item, score, source))
             if len(picks) >= n:
                 return
 
@@ -111,10 +121,10 @@ class ListBuilder:
     @property
     def primary_source(self) -> str:
         """The source of the first listed item that is not pinned (``none`` if empty)."""
-        for pick in self.picks:
-            if pick.source != "pinned":
-                return pick.source
-        return self.picks[0].source if self.picks else "none"
+        for _, _, source in self.picks:
+            if source != "pinned":
+                return source
+        return self.picks[0][2] if self.picks else "none"
 
 
 def session_ranking(
