@@ -48,7 +48,7 @@ from threadpoolctl import threadpool_limits
 
 OUR_MODELS = {
     "temporal": ["popular", "buy-again", "itemknn", "als", "bpr", "ease", "ranker", "blend"],
-    "stratified": ["popular", "itemknn", "als", "bpr", "ease", "blend"],
+    "stratified": ["popular", "itemknn", "als", "bpr", "ease", "gfcf", "blend"],
 }
 DATASETS = {
     "retail": {"format": "online-retail", "protocol": "temporal"},

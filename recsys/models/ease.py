@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from recsys.models.base import FitContext, Recommender
+from recsys.models.base import FitContext
+from recsys.models.item_item import DenseItemItemRecommender
 from recsys.models.sparse_utils import binarize
 
 
-class EASERecommender(Recommender):
+class EASERecommender(DenseItemItemRecommender):
     """Item-item weights ``B = I - P / diag(P)`` with ``P = (X'X + lambda_ I)^-1``, zero diagonal.
 
     Memory and time grow with the square / cube of the number of items (a
@@ -26,6 +27,7 @@ class EASERecommender(Recommender):
     """
 
     name = "ease"
+    label = "EASE"
 
     def __init__(
         self,
@@ -47,11 +49,7 @@ class EASERecommender(Recommender):
     def fit(self, user_items: sp.spmatrix, *, context: FitContext | None = None) -> Self:
         """Solve for the item-item weight matrix."""
         matrix = self._start_fit(user_items)
-        if self.n_items_ > self.max_items:
-            raise ValueError(
-                f"EASE needs a dense {self.n_items_}^2 matrix; raise max_items "
-                f"(now {self.max_items}) if the memory is there"
-            )
+        self._check_size()
         if self.binary:
             matrix = binarize(matrix)
         gram = np.asarray((matrix.T @ matrix).todense(), dtype=np.float32)
@@ -71,17 +69,3 @@ class EASERecommender(Recommender):
 
     def _rows(self, user_items: sp.csr_matrix) -> sp.csr_matrix:
         return binarize(user_items) if self.binary else user_items
-
-    def score(self, userids: np.ndarray, user_items: sp.csr_matrix) -> np.ndarray:
-        """The user's row times the item-item weights."""
-        self._check_fitted()
-        return np.asarray(self._rows(user_items) @ self.weights_, dtype=np.float32)
-
-    def _similar_scores(self, itemids: np.ndarray) -> np.ndarray:
-        return self.weights_[itemids]
-
-    def _get_state(self) -> dict[str, Any]:
-        return {"weights_": self.weights_}
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        self.weights_ = np.asarray(state["weights_"], dtype=np.float32)

@@ -20,13 +20,14 @@ as for EASE.
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from recsys.models.base import FitContext, Recommender
+from recsys.models.base import FitContext
+from recsys.models.item_item import DenseItemItemRecommender
 from recsys.models.sparse_utils import binarize
 
 
@@ -36,7 +37,7 @@ def _inverse_power(degrees: np.ndarray, exponent: float) -> np.ndarray:
     return safe**-exponent
 
 
-class GFCFRecommender(Recommender):
+class GFCFRecommender(DenseItemItemRecommender):
     """Item-item filter ``P~ + alpha D_I^-b V V' D_I^b`` of GF-CF on the binary matrix.
 
     ``user_exponent`` (a) and ``item_exponent`` (b) normalise the matrix,
@@ -47,6 +48,7 @@ class GFCFRecommender(Recommender):
     """
 
     name = "gfcf"
+    label = "GF-CF"
 
     def __init__(
         self,
@@ -73,11 +75,7 @@ class GFCFRecommender(Recommender):
     def fit(self, user_items: sp.spmatrix, *, context: FitContext | None = None) -> Self:
         """Build the normalised Gram matrix and its low-pass part."""
         matrix = self._start_fit(user_items)
-        if self.n_items_ > self.max_items:
-            raise ValueError(
-                f"GF-CF needs a dense {self.n_items_}^2 matrix; raise max_items "
-                f"(now {self.max_items}) if the memory is there"
-            )
+        self._check_size()
         matrix = binarize(matrix).astype(np.float64)
         user_degree = np.asarray(matrix.sum(axis=1)).ravel()
         item_degree = np.asarray(matrix.sum(axis=0)).ravel()
@@ -96,17 +94,3 @@ class GFCFRecommender(Recommender):
             weights += self.alpha * (left @ right.T)
         self.weights_ = weights.astype(np.float32)
         return self
-
-    def score(self, userids: np.ndarray, user_items: sp.csr_matrix) -> np.ndarray:
-        """The user's binary row times the item-item filter."""
-        self._check_fitted()
-        return np.asarray(binarize(user_items) @ self.weights_, dtype=np.float32)
-
-    def _similar_scores(self, itemids: np.ndarray) -> np.ndarray:
-        return self.weights_[itemids]
-
-    def _get_state(self) -> dict[str, Any]:
-        return {"weights_": self.weights_}
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        self.weights_ = np.asarray(state["weights_"], dtype=np.float32)
