@@ -9,8 +9,9 @@ hot path) and validates each parameter on demand.
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qs
 
-from werkzeug.datastructures import MultiDict
+from werkzeug.wrappers import Request
 
 from recsys.data import markets
 from recsys.data.schema import ID_PATTERN
@@ -36,11 +37,17 @@ class Query:
 
     __slots__ = ("args", "config")
 
-    def __init__(self, args: MultiDict, config: ServingConfig):
-        # A plain dict of value lists: a MultiDict raises (and builds) an
-        # HTTP exception for every missing key it is asked for.
-        self.args: dict[str, list[str]] = dict(args.lists())
+    def __init__(self, args: dict[str, list[str]], config: ServingConfig):
+        self.args = args
         self.config = config
+
+    @classmethod
+    def of(cls, request: Request, config: ServingConfig) -> Query:
+        """The query of ``request``, parsed once into a plain dict of value lists
+        (cheaper than werkzeug's ``request.args``, a MultiDict that builds an
+        HTTP exception for every missing key it is asked for)."""
+        text = request.query_string.decode("utf-8", "replace")
+        return cls(parse_qs(text, keep_blank_values=True), config)
 
     def _get(self, name: str) -> str | None:
         values = self.args.get(name)

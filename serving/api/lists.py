@@ -15,7 +15,7 @@ bp = Blueprint("lists", __name__, url_prefix="/v1")
 def recommendations():
     """The visitor's list (personalized, else session-based, else popular)."""
     eng = engine()
-    query = Query(request.args, eng.config)
+    query = Query.of(request, eng.config)
     visitor = Visitor(
         user_id=query.one_id("user_id"),
         session_id=query.one_id("session_id"),
@@ -29,7 +29,7 @@ def recommendations():
 def similar(item_id: str):
     """Items similar to one item, sold in the visitor's market."""
     eng = engine()
-    query = Query(request.args, eng.config)
+    query = Query.of(request, eng.config)
     item_id = check_id("item_id", item_id)
     return _json(eng.similar(item_id, _placement(query), query.id_list("exclude")))
 
@@ -38,7 +38,7 @@ def similar(item_id: str):
 def popular():
     """Popular (or trending) items in the visitor's market and category."""
     eng = engine()
-    query = Query(request.args, eng.config)
+    query = Query.of(request, eng.config)
     place = _placement(query)
     return _json(eng.popular(place, query.choice("kind", ("popular", "trending"))))
 
