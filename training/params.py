@@ -22,10 +22,12 @@ from recsys.protocols import default_interaction_config
 _UNIT_WEIGHTS = {"view": 0.1, "add_to_cart": 0.3, "purchase": 1.0, "refund": -1.0}
 
 #: Sound defaults where the library's own differ for a shop's data. Keys:
-#: (model, protocol); "*" matches any protocol. The temporal and stratified
-#: entries were chosen on validation splits that end before the test
-#: (Online Retail cut-off 2011-10-10; MovieLens seeds 1-3), see
-#: docs/benchmarks.md (Quality).
+#: (model, protocol); "*" matches any protocol. The temporal entries were
+#: chosen on a validation split that ends before the test (Online Retail
+#: cut-off 2011-10-10). The stratified ``gfcf`` and ``blend`` entries were
+#: chosen on re-splits of the seed-42 train part (seeds 1-3); the older
+#: stratified entries on re-splits of the whole data (seeds 1-3), which
+#: overlap the test. See docs/benchmarks.md (Quality).
 DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("als", "*"): {"factors": 64, "regularization": 0.05, "alpha": 2.0, "iterations": 15},
     # alpha 0.1 on purchase weight 10: confidence = purchase count.
