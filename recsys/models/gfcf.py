@@ -83,7 +83,7 @@ class GFCFRecommender(DenseItemItemRecommender):
         normalised = sp.diags(_inverse_power(user_degree, self.user_exponent)) @ matrix
         normalised = sp.csr_matrix(normalised @ sp.diags(item_scale))
         gram = np.asarray((normalised.T @ normalised).todense(), dtype=np.float64)
-        weights = gram.copy()
+        weights = gram  # not needed afterwards: the low-pass part is added in place
         if self.alpha > 0:
             # The top eigenvectors of R~'R~ are the top right singular vectors of R~.
             n = self.n_items_

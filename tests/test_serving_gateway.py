@@ -1,0 +1,87 @@
+"""The request path's pipeline (``RedisGateway.fetch``) against real servers."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+from serving_fixtures import RedisProcess
+
+from recsys.snapshots.keys import Keys
+from serving.gateway import RedisGateway, RedisUnavailable, open_client
+
+
+@pytest.fixture
+def prefix():
+    return f"gwtest-{uuid.uuid4().hex[:8]}"
+
+
+def _gateway(url: str) -> RedisGateway:
+    client, _ = open_client(url, None, timeout_s=2.0)
+    return RedisGateway(client, Keys("gwtest"), retry_after_s=1.0)
+
+
+def test_replies_of_one_pipeline(redis_url, prefix):
+    client = redis.Redis.from_url(redis_url)
+    client.set(f"{prefix}:s", b"\x00\x01binary\xff")
+    client.rpush(f"{prefix}:l", "a", "b", "c")
+    client.sadd(f"{prefix}:set", "x")
+    client.set(f"{prefix}:big", b"z" * 300_000)  # several reads of the socket
+    gateway = _gateway(redis_url)
+    commands = [
+        ("MGET", f"{prefix}:s", f"{prefix}:missing"),
+        ("GET", f"{prefix}:big"),
+        ("LRANGE", f"{prefix}:l", 0, 1),
+        ("SMEMBERS", f"{prefix}:set"),
+        ("SMEMBERS", f"{prefix}:none"),
+        ("INCR", f"{prefix}:n"),
+        ("GET", "ключ-" + prefix),  # non-ASCII key: sent as UTF-8
+    ]
+    try:
+        assert gateway.fetch(commands) == [
+            [b"\x00\x01binary\xff", None],
+            b"z" * 300_000,
+            [b"a", b"b"],
+            [b"x"],
+            [],
+            1,
+            None,
+        ]
+        assert gateway.fetch([("INCR", f"{prefix}:n")]) == [2]  # the same connection again
+        assert gateway.round_trips == 2
+    finally:
+        client.delete(*client.keys(f"{prefix}:*"))
+
+
+def test_error_reply_is_unavailable_and_the_next_call_works(redis_url, prefix):
+    client = redis.Redis.from_url(redis_url)
+    client.rpush(f"{prefix}:l", "a")
+    gateway = _gateway(redis_url)
+    try:
+        with pytest.raises(RedisUnavailable, match="WRONGTYPE"):
+            gateway.fetch([("GET", f"{prefix}:l"), ("LLEN", f"{prefix}:l")])
+        assert not gateway.down  # a bad command is not an outage
+        assert gateway.fetch([("LLEN", f"{prefix}:l")]) == [1]
+    finally:
+        client.delete(f"{prefix}:l")
+
+
+def test_a_stale_connection_is_retried_once_then_the_breaker_opens():
+    server = RedisProcess()
+    server.start()
+    try:
+        gateway = _gateway(server.url)
+        assert gateway.fetch([("PING",)]) == [b"PONG"]
+        server.stop()
+        server.start()  # the thread's connection is now stale: the retry reconnects
+        assert gateway.fetch([("PING",)]) == [b"PONG"]
+        assert gateway.failures == 0
+        server.stop()
+        with pytest.raises(RedisUnavailable):
+            gateway.fetch([("PING",)])
+        assert gateway.failures == 1 and gateway.down
+        with pytest.raises(RedisUnavailable, match="a moment ago"):
+            gateway.fetch([("PING",)])  # skipped while the breaker is open
+    finally:
+        server.close()
