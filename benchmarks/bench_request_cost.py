@@ -7,6 +7,12 @@ without the server's share. Known customers rotate as in
 
 - ``time`` (default): process CPU time per request of each endpoint,
   interleaved, median of ``--repeats`` passes, and their ratio;
+- ``--breakdown``: also the engine's parts alone, each in a tight loop of its
+  own over the same customers (process CPU per call, median of the passes):
+  the request pipeline (``RedisGateway.fetch`` of MGET + GET + LRANGE +
+  SMEMBERS), ``Engine.recommend`` whole, and, where the code has
+  ``serving.params.Query``, parsing and validating the query in a request
+  context (the bare context subtracted);
 - ``--only rec|health``: just run ``--requests`` requests of one endpoint
   after a warm-up, e.g. under ``valgrind --tool=callgrind`` to count
   instructions (repeatable whatever else the machine does): run it with two
@@ -76,6 +82,68 @@ def cpu_per_request_us(app, environs: list[dict], count: int) -> float:
     return (time.process_time() - started) / count * 1e6
 
 
+def _median_us(call, count: int, repeats: int) -> float:
+    passes = []
+    for _ in range(repeats):
+        started = time.process_time()
+        for i in range(count):
+            call(i)
+        passes.append((time.process_time() - started) / count * 1e6)
+    return round(statistics.median(passes), 1)
+
+
+def breakdown(app, customers: list[tuple[str, str]], recs: list[dict], args) -> dict:
+    """CPU per call of the engine's parts, each alone in a tight loop."""
+    from serving.engine import Placement, Visitor
+
+    engine = app.extensions["recsys"]
+    keys, version = engine.keys, engine.snapshot.version
+    pipelines = [
+        [
+            ("MGET", keys.current, keys.rules_generation),
+            ("GET", keys.user(version, user)),
+            ("LRANGE", keys.recent_views(user), 0, 4),
+            ("SMEMBERS", keys.bought(user)),
+        ]
+        for user, _ in customers
+    ]
+    asks = [(Visitor(user_id=user), Placement(country, 10)) for user, country in customers]
+    n, count, repeats = len(customers), args.requests, args.repeats
+    out = {
+        "redis_pipeline": _median_us(
+            lambda i: engine.gateway.fetch(pipelines[i % n]), count, repeats
+        ),
+        "engine_recommend": _median_us(lambda i: engine.recommend(*asks[i % n]), count, repeats),
+    }
+    try:
+        from serving.params import Query
+    except ImportError:  # older code: no Query
+        return out
+    from flask import request
+
+    contexts = [app.test_request_context(f"/v1/recommendations?{e['QUERY_STRING']}") for e in recs]
+
+    def bare(i):
+        with contexts[i % n]:
+            pass
+
+    def parse(i):
+        with contexts[i % n]:
+            query = Query.of(request, engine.config)
+            Visitor(
+                user_id=query.one_id("user_id"),
+                session_id=query.one_id("session_id"),
+                session_items=query.id_list("session_items"),
+                exclude=query.id_list("exclude"),
+            )
+            Placement(query.country(), query.count(), query.category())
+
+    out["query_parameters"] = round(
+        _median_us(parse, count, repeats) - _median_us(bare, count, repeats), 1
+    )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="Data directory with a champion model.")
@@ -84,6 +152,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2_000, help="Per pass and endpoint.")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--only", choices=("rec", "health"), help="Run one endpoint only.")
+    parser.add_argument("--breakdown", action="store_true", help="Time the engine's parts too.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -127,6 +196,8 @@ def main() -> None:
             "cpu_ratio": round(healthz / rec, 3),
             "load_average": os.getloadavg(),
         }
+        if args.breakdown:
+            out["breakdown_us"] = breakdown(app, customers, recs, args)
         if args.json:
             print(json.dumps(out, indent=2))
         else:
