@@ -293,7 +293,9 @@ def percentiles(latencies: np.ndarray) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="Data directory with a champion model.")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--workers", type=int, default=None, help="[recsys serve's default: 2 x CPUs + 1]"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--connections", type=int, default=16, help="wrk connections.")
     parser.add_argument("--seconds", type=float, default=5.0, help="Per wrk run.")
@@ -313,6 +315,10 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.workers is None:
+        from serving.cli import default_workers
+
+        args.workers = default_workers()
     if not shutil.which("wrk") or not shutil.which("redis-server"):
         sys.exit("needs wrk and redis-server on PATH (apt-get install -y wrk redis-server)")
 
@@ -359,6 +365,11 @@ def main() -> None:
             raise RuntimeError("recsys serve did not become ready")
         rclient = redis.Redis.from_url(url)
         workers = psutil.Process(server.pid).children(recursive=True)
+        for _ in range(100):  # /readyz answers once the first worker is up: wait for all
+            if len(workers) >= args.workers:
+                break
+            time.sleep(0.1)
+            workers = psutil.Process(server.pid).children(recursive=True)
         redis_ps = psutil.Process(redis_proc.pid)
 
         health_dir = work / "healthz"

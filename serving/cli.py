@@ -11,6 +11,12 @@ import click
 from recsys.cli.common import UserError, data_dir
 
 
+def default_workers() -> int:
+    """gunicorn's advice, (2 x cores) + 1 sync workers: while one waits on its Redis
+    round trip, another uses the core (measured in docs/benchmarks.md)."""
+    return 2 * (os.cpu_count() or 1) + 1
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
@@ -18,7 +24,7 @@ from recsys.cli.common import UserError, data_dir
     "--workers",
     type=click.IntRange(1),
     default=None,
-    help="gunicorn worker processes [default: number of CPUs].",
+    help="gunicorn worker processes [default: 2 x CPUs + 1, gunicorn's own advice].",
 )
 @click.option(
     "--threads",
@@ -54,7 +60,7 @@ def serve(ctx, host, port, workers, threads, timeout, rules_file, dev, access_lo
     from recsys.snapshots.connection import REDIS_URL_ENV
 
     root = data_dir(ctx)
-    workers = workers or os.cpu_count() or 1
+    workers = workers or default_workers()
     embedded = None
     if not os.environ.get(REDIS_URL_ENV):
         # the embedded server lives as long as this (master) process; workers use its socket

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recsys.snapshots.codec import unpack
+from recsys.snapshots.codec import unpack, unpack_lists
 from serving.config import ServingConfig
 from serving.errors import ApiError
 from serving.events import Event
@@ -216,7 +216,7 @@ class Engine:
             pinned, _ = self._market_rules(snap, place.country)
             builder.add(pinned, None, "pinned")
             if candidates:
-                builder.add(*unpack(candidates), "personalized")
+                builder.add(*unpack_lists(candidates), "personalized")
             if seeds and not builder.full:
                 builder.add(*self._session(snap, seeds), "session")
             self._popular_chain(builder, snap, place)
@@ -285,12 +285,13 @@ class Engine:
                 return None, market  # unknown category
         _, boost = self._market_rules(snap, place.country)
         cap = self.config.max_per_category if diversity and place.category is None else 0
+        flags = snap.eligibility_flags(market, place.category, in_category)
         builder = ListBuilder(
             n=place.n,
-            eligibility=Eligibility(offered, in_category),
-            item_category=snap.item_category,
+            eligibility=Eligibility(offered, in_category, flags),
+            item_category=snap.item_category_list,
             max_per_category=cap,
-            blocked=set(snap.indices(blocked_ids)),
+            blocked=set(snap.indices(blocked_ids)) if blocked_ids else None,
             boost=boost,
         )
         return builder, market
@@ -313,6 +314,8 @@ class Engine:
 
     def _popular_chain(self, builder: ListBuilder, snap: Snapshot, place: Placement):
         """Popular in the visitor's country, popular overall, then any eligible item."""
+        if builder.full:
+            return
         category = snap.category_index(place.category) if place.category is not None else None
         chain = [(None, "popular")]
         if place.country:

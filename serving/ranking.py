@@ -9,27 +9,30 @@ it holds ``n`` items.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
 
 @dataclass
 class Eligibility:
-    """Which item indices may be shown at all."""
+    """Which item indices may be shown at all.
+
+    ``flags`` (one byte per item, non-zero: may be shown) is what the list
+    builder reads; pass it when it is cached (per market and category), else
+    it is made from the masks once per builder.
+    """
 
     offered: np.ndarray | None = None  # bool per item (None: no market restriction)
     in_category: np.ndarray | None = None  # bool per item (None: any category)
+    flags: bytes | None = None
 
-    def mask(self, ids: np.ndarray) -> np.ndarray | None:
-        """Per id: may it be shown? (None: every id may.)"""
-        offered, in_category = self.offered, self.in_category
-        if offered is None:
-            return None if in_category is None else in_category[ids]
-        keep = offered[ids]
-        if in_category is not None:
-            keep &= in_category[ids]
-        return keep
+    def lookup(self) -> bytes | None:
+        """One byte per item, non-zero where it may be shown (None: every item may)."""
+        if self.flags is None and (self.offered is not None or self.in_category is not None):
+            self.flags = eligibility_flags(self.offered, self.in_category)
+        return self.flags
 
     def all_items(self, n_items: int) -> np.ndarray:
         """Every eligible item index, ascending."""
@@ -41,67 +44,100 @@ class Eligibility:
         return np.flatnonzero(keep)
 
 
+def eligibility_flags(offered: np.ndarray | None, in_category: np.ndarray | None) -> bytes | None:
+    """The masks combined as one byte per item (None when neither restricts)."""
+    if offered is None and in_category is None:
+        return None
+    if offered is None:
+        return np.asarray(in_category, dtype=bool).tobytes()
+    keep = np.asarray(offered, dtype=bool)
+    if in_category is not None:
+        keep = keep & in_category
+    return keep.tobytes()
+
+
 #: One listed item: (item index, score or None, source). A plain tuple: lists are
 #: built on every request and a named tuple costs several times more to make.
 Pick = tuple[int, float | None, str]
 
 
-@dataclass
 class ListBuilder:
-    """Fills a list of ``n`` items from ranked sources, applying every rule."""
+    """Fills a list of ``n`` items from ranked sources, applying every rule.
 
-    n: int
-    eligibility: Eligibility
-    item_category: np.ndarray  # category index per item (-1: none)
-    max_per_category: int = 0  # 0: no limit
-    blocked: set[int] = field(default_factory=set)  # bought, excluded
-    boost: dict[int, float] = field(default_factory=dict)
-    picks: list[Pick] = field(default_factory=list)
-    _taken: set[int] = field(default_factory=set)  # blocked or already listed
-    _per_category: dict[int, int] = field(default_factory=dict)
+    Sources are walked in plain Python over lists (numpy arrays are turned
+    into lists first): a request takes a few dozen candidates, and on a busy
+    server each numpy call on such short arrays costs more than the loop.
+    """
 
-    def __post_init__(self) -> None:
-        self._taken = set(self.blocked)
+    __slots__ = (
+        "n",
+        "eligibility",
+        "item_category",
+        "max_per_category",
+        "blocked",
+        "boost",
+        "picks",
+        "_taken",
+        "_per_category",
+        "_flags",
+    )
+
+    def __init__(
+        self,
+        n: int,
+        eligibility: Eligibility,
+        item_category,
+        max_per_category: int = 0,
+        blocked: set[int] | None = None,
+        boost: dict[int, float] | None = None,
+    ) -> None:
+        self.n = n
+        self.eligibility = eligibility
+        #: category index per item (-1: none), a list or an array
+        self.item_category = item_category
+        self.max_per_category = max_per_category  # 0: no limit
+        self.blocked = blocked or set()  # bought, excluded
+        self.boost = boost or {}
+        self.picks: list[Pick] = []
+        self._taken = set(self.blocked)  # blocked or already listed
+        self._per_category: dict[int, int] = {}
+        self._flags = eligibility.lookup()
 
     @property
     def full(self) -> bool:
         return len(self.picks) >= self.n
 
-    def add(self, ids: np.ndarray, scores: np.ndarray | None, source: str) -> None:
-        """Append eligible items of one ranked source, in (boosted) rank order."""
-        picks, n = self.picks, self.n
-        if len(picks) >= n or not len(ids):
+    def add(self, ids, scores, source: str) -> None:
+        """Append eligible items of one ranked source (ids, scores or None; lists or
+        arrays of valid item indices), in (boosted) rank order."""
+        picks = self.picks
+        room = self.n - len(picks)
+        if room <= 0 or not len(ids):
             return
-        keep = self.eligibility.mask(ids)
-        if keep is not None:
-            ids = ids[keep]
-            scores = scores[keep] if scores is not None else None
+        if not isinstance(ids, list):
+            ids = ids.tolist()
+        if scores is not None and not isinstance(scores, list):
+            scores = scores.tolist()
         if self.boost and scores is not None:
             ids, scores = self._boosted(ids, scores)
-        items = ids.tolist()
-        score_list = scores.tolist() if scores is not None else [None] * len(items)
-        taken, cap = self._taken, self.max_per_category
-        if not cap:
-            for item, score in zip(items, score_list, strict=True):
-                if item not in taken:
-                    taken.add(item)
-                    picks.append((item, score, source))
-                    if len(picks) >= n:
-                        return
-            return
-        per_category = self._per_category
-        categories = self.item_category[ids].tolist()
-        for item, score, category in zip(items, score_list, categories, strict=True):
-            if item in taken:
+        flags, taken, cap = self._flags, self._taken, self.max_per_category
+        append = picks.append
+        if cap:
+            per_category, categories = self._per_category, self.item_category
+        for item, score in zip(ids, repeat(None) if scores is None else scores, strict=False):
+            if item in taken or (flags is not None and not flags[item]):
                 continue
-            if category >= 0:
-                count = per_category.get(category, 0)
-                if count >= cap:
-                    continue
-                per_category[category] = count + 1
+            if cap:
+                category = categories[item]
+                if category >= 0:
+                    count = per_category.get(category, 0)
+                    if count >= cap:
+                        continue
+                    per_category[category] = count + 1
             taken.add(item)
-            picks.append((item, score, source))
-            if len(picks) >= n:
+            append((item, score, source))
+            room -= 1
+            if not room:
                 return
 
     def add_catalog(self, n_items: int) -> None:
@@ -110,13 +146,14 @@ class ListBuilder:
         if not self.full:
             self.add(self.eligibility.all_items(n_items), None, "catalog")
 
-    def _boosted(self, ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        factors = np.fromiter((self.boost.get(i, 1.0) for i in ids.tolist()), np.float32, len(ids))
-        if np.all(factors == 1.0):
+    def _boosted(self, ids: list[int], scores: list[float]) -> tuple[list[int], list[float]]:
+        get = self.boost.get
+        factors = [get(i, 1.0) for i in ids]
+        if all(f == 1.0 for f in factors):
             return ids, scores
-        boosted = scores * factors
-        order = np.argsort(-boosted, kind="stable")
-        return ids[order], boosted[order]
+        boosted = [s * f for s, f in zip(scores, factors, strict=True)]
+        order = sorted(range(len(ids)), key=boosted.__getitem__, reverse=True)  # stable
+        return [ids[j] for j in order], [boosted[j] for j in order]
 
     @property
     def primary_source(self) -> str:

@@ -36,17 +36,16 @@ class PricedMarket(Protocol):
 class Fragments:
     """JSON fragments of one snapshot's items, per market.
 
-    Per item index the fragment before the score (``{"item_id":"...","score":``)
-    and, per market, the one after it (``,"price":...,"currency":...,
-    "category":...,"source":"``).
+    Per market and item index, the fragment before the score
+    (``{"item_id":"...","score":``) and the one after it (``,"price":...,
+    "currency":...,"category":...,"source":"``), as one pair.
     """
 
     item_ids: object  # sequence of str per item index
     categories: list[str]
     item_category: np.ndarray  # category index per item index, -1: none
     max_cached: int = MAX_CACHED
-    _heads: dict[int, str] = field(default_factory=dict)
-    _tails: dict[str | None, dict[int, str]] = field(default_factory=dict)
+    _pairs: dict[str | None, dict[int, tuple[str, str]]] = field(default_factory=dict)
     _cached: int = 0
 
     def __post_init__(self) -> None:
@@ -55,29 +54,26 @@ class Fragments:
     def encode(self, picks: list[Pick], market: PricedMarket | None) -> list[str]:
         """One JSON object per pick: item_id, score, price, currency, category, source."""
         key = market.country if market is not None else None
-        tails = self._tails.get(key)
-        if tails is None:
-            tails = self._tails[key] = {}
-        heads = self._heads
+        pairs = self._pairs.get(key)
+        if pairs is None:
+            pairs = self._pairs[key] = {}
+        score_text = _SCORES.get
         out = []
+        append = out.append
         for item, score, source in picks:
-            head = heads.get(item)
-            if head is None:
-                head = self._head(item)
-            tail = tails.get(item)
-            if tail is None:
-                tail = self._tail(item, market, tails)
-            out.append(f'{head}{_score(score)}{tail}{source}"}}')
+            pair = pairs.get(item)
+            if pair is None:
+                pair = self._pair(item, market, pairs)
+            text = score_text(score)
+            if text is None:
+                text = _score(score)
+            append(f'{pair[0]}{text}{pair[1]}{source}"}}')
         return out
 
-    def _head(self, item: int) -> str:
+    def _pair(
+        self, item: int, market: PricedMarket | None, pairs: dict[int, tuple[str, str]]
+    ) -> tuple[str, str]:
         head = '{"item_id":' + _DUMPS(str(self.item_ids[item])) + ',"score":'
-        if self._cached < self.max_cached:
-            self._heads[item] = head
-            self._cached += 1
-        return head
-
-    def _tail(self, item: int, market: PricedMarket | None, tails: dict[int, str]) -> str:
         price = float(market.price[item]) if market is not None else None
         priced = price is not None and math.isfinite(price)
         money = _DUMPS(market.currency) if priced and market.currency else "null"
@@ -88,9 +84,9 @@ class Fragments:
             '"source":"'
         )
         if self._cached < self.max_cached:
-            tails[item] = tail
+            pairs[item] = (head, tail)
             self._cached += 1
-        return tail
+        return head, tail
 
 
 @dataclass
@@ -109,7 +105,7 @@ class ListAnswer:
 
 #: Scores are float16 values: few distinct numbers, so their text is kept
 #: (bounded) instead of formatted again for every response.
-_SCORES: dict[float, str] = {}
+_SCORES: dict[float | None, str] = {None: "null"}
 _CACHE_LIMIT = 200_000
 
 

@@ -19,14 +19,20 @@ import pycountry
 
 from recsys.snapshots.codec import unpack, unpack_int32, unpack_offers
 from serving.gateway import RedisGateway
+from serving.ranking import eligibility_flags
 from serving.render import Fragments
 
 #: Keys per MGET when loading lists.
 MGET_CHUNK = 1_000
+#: (market, category) eligibility tables kept per snapshot (one byte per item each).
+MAX_FLAG_TABLES = 2_000
 ALL_COUNTRIES: tuple[str, ...] = tuple(sorted(c.alpha_2 for c in pycountry.countries))
 
 Ranked = tuple[np.ndarray, np.ndarray]
 _EMPTY: Ranked = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))
+
+
+_UNSET = object()
 
 
 class SnapshotNotReady(LookupError):
@@ -61,10 +67,13 @@ class Snapshot:
     loaded_at: float = field(default_factory=time.time)
     fragments: Fragments | None = None
     _category_masks: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
+    _flags: dict[tuple, bytes | None] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.fragments is None:
             self.fragments = Fragments(self.item_ids, self.categories, self.item_category)
+        #: category index per item as a list (what the list builder reads per item)
+        self.item_category_list: list[int] = self.item_category.tolist()
 
     @property
     def n_items(self) -> int:
@@ -99,6 +108,19 @@ class Snapshot:
                 )
                 self._category_masks[name] = np.isin(self.item_category, inside)
         return self._category_masks[name]
+
+    def eligibility_flags(
+        self, market: Market | None, category: str | None, in_category: np.ndarray | None
+    ) -> bytes | None:
+        """One byte per item, non-zero where it may be shown in ``market`` and
+        ``category`` (``in_category``: that category's mask); cached."""
+        key = (market.country if market is not None else None, category)
+        flags = self._flags.get(key, _UNSET)
+        if flags is _UNSET:
+            flags = eligibility_flags(market.offered if market is not None else None, in_category)
+            if len(self._flags) < MAX_FLAG_TABLES:
+                self._flags[key] = flags
+        return flags
 
     def similar(self, item: int) -> Ranked:
         """Cached similar items of one item index (empty when not cached)."""

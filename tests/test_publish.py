@@ -19,7 +19,7 @@ from recsys.bundle import ModelBundle
 from recsys.candidates import recommend_excluding
 from recsys.data.store import DataStore
 from recsys.data.synthetic import generate_shop
-from recsys.snapshots.codec import pack, unpack, unpack_int32, unpack_offers
+from recsys.snapshots.codec import pack, unpack, unpack_int32, unpack_lists, unpack_offers
 from recsys.snapshots.keys import Keys
 from recsys.snapshots.reader import SnapshotReader
 from training.promote import promote
@@ -70,6 +70,16 @@ def test_codec_round_trip_drops_padding():
     ids, scores = unpack(pack(np.array([4, 2, -1]), np.array([2.5, 1.25, -np.inf])))
     assert ids.tolist() == [4, 2] and scores.tolist() == [2.5, 1.25]
     assert len(pack(np.arange(100), np.ones(100))) == 600
+
+
+def test_unpack_lists_equals_unpack():
+    rng = np.random.default_rng(0)
+    blob = pack(rng.integers(0, 2**32 - 1, 100), rng.normal(0, 100, 100).astype(np.float32))
+    ids, scores = unpack(blob)
+    assert unpack_lists(blob) == (ids.tolist(), scores.tolist())
+    assert unpack_lists(None) == ([], []) and unpack_lists(b"") == ([], [])
+    with pytest.raises(ValueError, match="multiple of 6"):
+        unpack_lists(blob[:-1])
 
 
 def test_keys_refuse_ids_that_could_address_other_keys():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.ranking import Eligibility, ListBuilder
+from serving.ranking import Eligibility, ListBuilder, eligibility_flags
 
 # items 0..7; categories: 0,0,0,0 | 1,1 | -1 (none) | 1
 CATEGORY = np.array([0, 0, 0, 0, 1, 1, -1, 1])
@@ -62,3 +62,40 @@ def test_no_restriction_means_every_item():
     b.add_catalog(len(CATEGORY))
     assert _ids(b) == [5, 6, 0]
     assert b.primary_source == "catalog"
+
+
+def test_lists_and_arrays_give_the_same_list_and_cached_flags_decide():
+    ids, scores = [5, 1, 0, 2, 7, 3], [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
+    a, b = _builder(n=4, cap=1, blocked={1}), _builder(n=4, cap=1, blocked={1})
+    a.add(ids, scores, "personalized")
+    b.add(np.array(ids), np.array(scores, np.float32), "personalized")
+    assert _ids(a) == _ids(b) == [0, 7]  # 5 not offered, 1 blocked, 2 and 3 over the cap
+    flags = eligibility_flags(OFFERED, CATEGORY == 0)
+    assert list(flags) == [1, 1, 1, 1, 0, 0, 0, 0]
+    # the flags given win over the masks (the engine passes its cached table)
+    c = ListBuilder(n=8, eligibility=Eligibility(OFFERED, None, flags), item_category=CATEGORY)
+    c.add(list(range(8)), None, "popular")
+    c.add_catalog(len(CATEGORY))
+    assert _ids(c) == [0, 1, 2, 3] and not c.full
+    assert eligibility_flags(None, None) is None
+
+
+def test_boost_reorders_a_source_stably():
+    b = ListBuilder(n=4, eligibility=Eligibility(), item_category=CATEGORY, boost={3: 3.0, 2: 0.5})
+    b.add([0, 1, 2, 3], [0.9, 0.5, 0.5, 0.4], "personalized")
+    # 3: 1.2 first; then 0 (0.9); 1 keeps its place before 2 (0.5 > 0.25)
+    assert _ids(b) == [3, 0, 1, 2]
+    assert [round(s, 6) for _, s, _ in b.picks] == [1.2, 0.9, 0.5, 0.25]
+
+
+def test_query_parsing_equals_urllib():
+    from urllib.parse import parse_qs
+
+    from serving.params import parse_query
+
+    rng = np.random.default_rng(0)
+    alphabet = list("ab=&%+;2C3D1")
+    cases = ["", "a", "a=&b", "&&a=1&", "x=a+b%2Bc", "=v", "a==b", "%zz=1", "caf%C3%A9=%E2%82%AC"]
+    cases += ["".join(rng.choice(alphabet, rng.integers(0, 12))) for _ in range(3000)]
+    for text in cases:
+        assert parse_query(text) == parse_qs(text, keep_blank_values=True), text

@@ -7,6 +7,8 @@ Padding (-1) is dropped before packing.
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 
 CODEC = "u32+f16/v1"
@@ -43,6 +45,19 @@ def unpack(blob: bytes | None) -> tuple[np.ndarray, np.ndarray]:
     ids = np.frombuffer(blob, dtype=_IDS, count=n).astype(np.int64)
     scores = np.frombuffer(blob, dtype=_SCORES, count=n, offset=n * _IDS.itemsize)
     return ids, scores.astype(np.float32)
+
+
+def unpack_lists(blob: bytes | None) -> tuple[list[int], list[float]]:
+    """``unpack`` as plain Python lists (ids, scores), without numpy: cheaper for
+    the few dozen entries a request reads."""
+    if not blob:
+        return [], []
+    per_item = _IDS.itemsize + _SCORES.itemsize
+    if len(blob) % per_item:
+        raise ValueError(f"packed list of {len(blob)} bytes is not a multiple of {per_item}")
+    n = len(blob) // per_item
+    values = struct.unpack(f"<{n}I{n}e", blob)
+    return list(values[:n]), list(values[n:])
 
 
 def pack_rows(ids: np.ndarray, scores: np.ndarray) -> list[bytes]:
