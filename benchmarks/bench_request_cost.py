@@ -31,6 +31,7 @@ reads an already published snapshot (prefix ``bench``) instead::
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import os
@@ -176,6 +177,8 @@ def main() -> None:
             environ("/v1/recommendations", f"user_id={u}&country={c}&n=10") for u, c in customers
         ]
         health = [environ("/healthz", "")]
+        gc.collect()
+        gc.freeze()  # as recsys serve does before it forks: the loaded snapshot is never scanned
         serve_all(app, recs, len(recs))  # warm-up: snapshot tables, JSON fragments
         serve_all(app, health, 200)
         if args.only:

@@ -15,7 +15,12 @@ the same settings for every endpoint) and
    pipeline: the pointer check) and all commands, from Redis' INFO
    commandstats, divided by the requests wrk completed; and the app's own
    counter of pipelines sent (``recsys_redis_round_trips_total``);
-3. latency at a fixed rate (half the measured max throughput by default),
+3. the round trip alone: ``benchmarks/round_trip_server.py`` serves, with the
+   same settings, an endpoint that parses the same query and sends the same
+   Redis pipeline as a recommendation, then answers a static list; its
+   throughput beside ``/healthz`` shows what is left for building and
+   rendering the list (``--no-round-trip-reference`` skips it);
+4. latency at a fixed rate (half the measured max throughput by default),
    open loop (requests are sent on schedule, whatever the answers do, and
    each latency counts from its scheduled time), p50/p90/p99/max.
 
@@ -53,6 +58,8 @@ import redis
 from recsys.data.store import DataStore
 
 PREFIX = "bench"
+ENDPOINT = "/v1/recommendations"
+RT_ENDPOINT = "/bench/round-trip"  # benchmarks/round_trip_server.py
 
 
 def free_port() -> int:
@@ -164,9 +171,19 @@ def run_wrk(base: str, path: str, script: Path | None, connections: int, seconds
 def paced_wrk(base: str, paths: list[str], rate: float, seconds: float, workdir: Path) -> dict:
     """Latency from wrk with a fixed pause between a connection's requests (closed loop
     with think time: C cheap on the client, but a stall delays requests instead of
-    piling them up, so tails come out optimistic)."""
+    piling them up, so tails come out optimistic). A 2-s calibration run with a
+    pause of ``connections / rate`` measures the answer time, which the measured
+    run's pause then leaves out, so that the achieved rate (reported) comes near
+    ``rate``."""
     connections = 8
-    pause_ms = max(0.0, connections / rate * 1000 - 2.5)  # minus a typical answer time
+    pause_ms = connections / rate * 1000
+    calibration = _paced_run(base, paths, connections, pause_ms, 2, workdir)
+    cycle_ms = connections / calibration["achieved_rps"] * 1000  # pause + answer time
+    pause_ms = max(0.0, pause_ms - (cycle_ms - pause_ms))
+    return _paced_run(base, paths, connections, pause_ms, seconds, workdir)
+
+
+def _paced_run(base, paths, connections: int, pause_ms: float, seconds: float, workdir) -> dict:
     listing = workdir / "paced.txt"
     listing.write_text("\n".join(paths) + "\n")
     script = workdir / "paced.lua"
@@ -193,6 +210,22 @@ def paced_wrk(base: str, paths: list[str], rate: float, seconds: float, workdir:
         "p90_ms": round(found["90"], 2),
         "p99_ms": round(found["99"], 2),
     }
+
+
+def start_server(args: list[str], env: dict, base: str) -> subprocess.Popen:
+    """``python *args`` (a gunicorn server), once its ``/readyz`` answers 200."""
+    process = subprocess.Popen(
+        [sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    for _ in range(300):
+        try:
+            with urllib.request.urlopen(base + "/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"{' '.join(args[:3])} did not become ready")
 
 
 def scrape(base: str) -> dict[str, float]:
@@ -313,6 +346,12 @@ def main() -> None:
         action="store_true",
         help="Serve over Redis' TCP port (default: unix socket).",
     )
+    parser.add_argument(
+        "--no-round-trip-reference",
+        dest="round_trip_reference",
+        action="store_false",
+        help="Skip the reference server whose endpoint only does the Redis round trip.",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.workers is None:
@@ -325,44 +364,28 @@ def main() -> None:
     data = Path(args.data)
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     redis_proc, url = start_redis(work, unix=not args.redis_tcp)
-    server = None
+    server = rt_server = None
     try:
         env = {**os.environ, "REDIS_URL": url, "RECSYS_REDIS_PREFIX": PREFIX}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         published = json.loads(recsys("--data", str(data), "publish", "--quiet", "--json", env=env))
         customers = known_customers(url, data, args.customers)
-        paths = [f"/v1/recommendations?user_id={u}&country={c}&n=10" for u, c in customers]
+        paths = [f"{ENDPOINT}?user_id={u}&country={c}&n=10" for u, c in customers]
         script = wrk_script(paths, work)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "recsys",
-                "--data",
-                str(data),
-                "serve",
-                "--port",
-                str(port),
-                "--workers",
-                str(args.workers),
-                "--threads",
-                str(args.threads),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(base + "/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError("recsys serve did not become ready")
+        serve = ["-m", "recsys", "--data", str(data), "serve", "--port", str(port)]
+        serve += ["--workers", str(args.workers), "--threads", str(args.threads)]
+        server = start_server(serve, env, base)
+        if args.round_trip_reference:
+            rt_port = free_port()
+            rt_base = f"http://127.0.0.1:{rt_port}"
+            reference = [str(Path(__file__).with_name("round_trip_server.py")), "--data", str(data)]
+            reference += ["--port", str(rt_port), "--workers", str(args.workers)]
+            rt_server = start_server(reference, env, rt_base)
+            rt_dir = work / "round-trip"
+            rt_dir.mkdir()
+            rt_script = wrk_script([p.replace(ENDPOINT, RT_ENDPOINT) for p in paths], rt_dir)
         rclient = redis.Redis.from_url(url)
         workers = psutil.Process(server.pid).children(recursive=True)
         for _ in range(100):  # /readyz answers once the first worker is up: wait for all
@@ -378,12 +401,16 @@ def main() -> None:
         run_wrk(base, "/", script, args.connections, 2)  # warm-up
         run_wrk(base, "/", health_script, args.connections, 2)
         reco_runs, health_runs, static_runs, trips, mgets, commands = [], [], [], [], [], []
+        rt_runs = []
         cpu = {"reco_worker_us": [], "health_worker_us": [], "reco_redis_us": []}
         for repeat in range(args.repeats):
-            order = ["reco", "health", "static"]
+            order = ["reco", "health", "static"] + (["rt"] if args.round_trip_reference else [])
             if repeat % 2:
                 order.reverse()
             for which in order:
+                if which == "rt":
+                    rt_runs.append(run_wrk(rt_base, "/", rt_script, args.connections, args.seconds))
+                    continue
                 if which == "static":
                     static_runs.append(
                         run_wrk(base, "/healthz", None, args.connections, args.seconds)
@@ -483,14 +510,23 @@ def main() -> None:
             "latency_wrk_paced": paced,
             "load_average": os.getloadavg(),
         }
+        if rt_runs:
+            rt_rps = statistics.median(r["rps"] for r in rt_runs)
+            result |= {
+                "round_trip_only_rps": [r["rps"] for r in rt_runs],
+                "round_trip_only_rps_median": rt_rps,
+                "round_trip_only_ratio": round(rt_rps / health_rps, 3),
+                "non_2xx_round_trip_only": sum(r["non_2xx"] for r in rt_runs),
+            }
         if args.json:
             print(json.dumps(result))
         else:
             print(json.dumps(result, indent=2))
     finally:
-        if server is not None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+        for process in (server, rt_server):
+            if process is not None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=30)
         redis_proc.terminate()
         redis_proc.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
