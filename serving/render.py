@@ -97,7 +97,7 @@ class ListAnswer:
     meta: dict
 
     def to_json(self) -> str:
-        return '{"items":[' + ",".join(self.items) + "]," + _DUMPS(self.meta)[1:]
+        return '{"items":[' + ",".join(self.items) + "]," + _meta_text(self.meta)
 
     def as_dict(self) -> dict:
         return json.loads(self.to_json())
@@ -107,6 +107,28 @@ class ListAnswer:
 #: (bounded) instead of formatted again for every response.
 _SCORES: dict[float | None, str] = {None: "null"}
 _CACHE_LIMIT = 200_000
+
+
+#: The encoded other fields of recent answers (source, version, country ...): few
+#: distinct combinations, so each is encoded once. Keyed by values and their types
+#: (``True == 1`` as a key, but not as JSON).
+_META: dict[tuple, str] = {}
+_META_LIMIT = 10_000
+
+
+def _meta_text(meta: dict) -> str:
+    """``meta`` as the tail of a JSON object (``"a":1,...}``), cached."""
+    try:
+        key = (tuple(meta.items()), tuple(map(type, meta.values())))
+        text = _META.get(key)
+    except TypeError:  # an unhashable value: encode it every time
+        return _DUMPS(meta)[1:]
+    if text is None:
+        text = _DUMPS(meta)[1:]
+        if len(_META) >= _META_LIMIT:
+            _META.clear()
+        _META[key] = text
+    return text
 
 
 def _score(value: float | None) -> str:
