@@ -317,3 +317,40 @@ def test_evaluate_refuses_mismatched_inputs():
         evaluate(model, EVAL_TRAIN, EVAL_TEST[:, :5], progress=False)
     with pytest.raises(ValueError, match="slice 'country'"):
         evaluate(model, EVAL_TRAIN, EVAL_TEST, slices={"country": COUNTRY[:3]}, progress=False)
+
+
+# -- paired comparison ------------------------------------------------------------
+
+
+def test_paired_bootstrap_separates_a_real_gain_from_noise():
+    from recsys.evaluation.compare import paired_bootstrap
+
+    rng = np.random.default_rng(3)
+    base = rng.random(500)
+    better = paired_bootstrap(base + 0.05 + rng.normal(0, 0.05, 500), base)
+    assert better.n_users == 500
+    assert 0.04 < better.mean < 0.06 and better.low > 0 and better.significant
+    assert better.low < better.mean < better.high
+    noise = paired_bootstrap(base + rng.normal(0, 0.05, 500), base)
+    assert noise.low < 0 < noise.high and not noise.significant
+    # same seed, same interval; the difference is taken as a - b
+    assert paired_bootstrap(base + 0.1, base, seed=1) == paired_bootstrap(base + 0.1, base, seed=1)
+    assert paired_bootstrap(base, base + 0.1).high < 0
+    with pytest.raises(ValueError, match="one length"):
+        paired_bootstrap(base, base[:-1])
+
+
+def test_paired_metric_aligns_users_and_refuses_other_splits():
+    import pandas as pd
+
+    from recsys.evaluation.compare import paired_metric
+
+    a = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "ndcg@10": [1.0, 0.5, 0.0]})
+    b = pd.DataFrame({"user_id": ["u3", "u1", "u2"], "ndcg@10": [0.2, 0.4, 0.6]})
+    left, right = paired_metric(a, b)
+    np.testing.assert_allclose(left, [1.0, 0.5, 0.0])
+    np.testing.assert_allclose(right, [0.4, 0.6, 0.2])
+    with pytest.raises(ValueError, match="one table only"):
+        paired_metric(a, b.assign(user_id=["u3", "u1", "u9"]))
+    with pytest.raises(KeyError):
+        paired_metric(a, b, metric="recall@10")

@@ -8,6 +8,7 @@ import sys
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 from recsys.bundle import ModelBundle
@@ -55,7 +56,19 @@ def test_a_run_logs_params_metrics_fingerprint_and_artifacts(trained, shop):
     assert 0 < pop["rss_before_fit_mb"] <= pop["peak_rss_mb"]
     assert run.data.metrics["peak_rss_mb"] == pytest.approx(pop["peak_rss_mb"], abs=0.1)
     artifacts = {a.path for a in tracking.client.list_artifacts(pop["run_id"], "reports")}
-    assert artifacts == {"reports/metrics_by_slice.csv", "reports/metric_vs_k.png"}
+    assert artifacts == {
+        "reports/metrics_by_slice.csv",
+        "reports/metric_vs_k.png",
+        "reports/cold_users_per_user.csv",  # popularity ranks new users too
+    }
+    # the cold slice user by user, keyed by user id: its mean is the logged metric
+    cold = pd.read_csv(
+        mlflow.artifacts.download_artifacts(
+            run_id=pop["run_id"], artifact_path="reports/cold_users_per_user.csv"
+        )
+    )
+    assert len(cold) == pop["metrics_cold_users"]["n_users"] and cold["user_id"].is_unique
+    assert cold["ndcg@10"].mean() == pytest.approx(pop["metrics_cold_users"]["ndcg@10"], abs=1e-6)
     assert (shop / "mlflow" / "mlflow.db").exists()  # the embedded default store
 
 

@@ -37,6 +37,8 @@ ACTIVITY_BINS = [0, 1, 5, 20, np.inf]
 ACTIVITY_LABELS = ["1", "2-5", "6-20", "21+"]
 #: Models that use item / user side features (built only when needed).
 FEATURE_MODELS = {"lightfm"}
+#: Artifact (under ``reports/``) with the cold slice's per-user metrics.
+COLD_PER_USER_FILE = "cold_users_per_user.csv"
 
 
 def guess_protocol(store: DataStore) -> str:
@@ -149,6 +151,8 @@ def train(
             bundle.save(Path(tmp) / "model")
             mlflow.log_artifacts(str(Path(tmp) / "model"), artifact_path="model")
             _log_reports(results, slices, Path(tmp))
+            if cold is not None:
+                _log_cold_per_user(cold, data, Path(tmp))
         version = tracking.client.create_model_version(
             tracking.registered_model,
             source=f"runs:/{run.info.run_id}/model",
@@ -265,6 +269,16 @@ def _log_reports(results: dict[str, EvaluationResult], slices, folder: Path) -> 
     fig.savefig(folder / "metric_vs_k.png", dpi=100)
     plt.close(fig)
     mlflow.log_artifact(str(folder / "metric_vs_k.png"), artifact_path="reports")
+
+
+def _log_cold_per_user(cold: EvaluationResult, data: ProtocolData, folder: Path) -> None:
+    """The cold slice's per-user metrics (``reports/cold_users_per_user.csv``), keyed by
+    ``user_id`` so that two runs on the same split can be compared user by user."""
+    table = cold.per_user.copy()
+    user_ids = data.cold_users["user_id"].astype(str).to_numpy()
+    table.insert(0, "user_id", user_ids[table.pop("user").to_numpy()])
+    table.to_csv(folder / COLD_PER_USER_FILE, index=False)
+    mlflow.log_artifact(str(folder / COLD_PER_USER_FILE), artifact_path="reports")
 
 
 def best_known_params(tracking: Tracking, model_name: str, fingerprint: str) -> dict | None:

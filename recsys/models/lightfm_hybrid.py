@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 from lightfm import LightFM
 
-from recsys.features import user_feature_names
+from recsys.features import trend_features, user_feature_names
 from recsys.models.base import FitContext, Recommender
 from recsys.models.sparse_utils import binarize
 from recsys.models.topn import top_n
@@ -36,6 +36,14 @@ class LightFMRecommender(Recommender):
     learn to rank on their own, as they must for a new user. ``sample_weights``
     passes the positive interaction weights (e.g. time-decayed), scaled to mean
     1, as LightFM sample weights instead of counting every positive once.
+
+    ``trend_features`` adds item features of recent demand computed from the
+    context's (training) events at their reference time, with a half-life of
+    ``trend_half_life_days`` (``recsys.features.trend_features``: a global
+    band and, with ``context.user_country``, the top bands per market), so a
+    country embedding can learn what sells now in its market. They are fixed
+    at fit time and saved with the model; an item added later
+    (``add_cold_items``) has none.
     """
 
     name = "lightfm"
@@ -55,6 +63,9 @@ class LightFMRecommender(Recommender):
         num_threads: int = 1,
         profile_rows: float = 0.0,
         sample_weights: bool = False,
+        trend_features: bool = False,
+        trend_half_life_days: float = 14.0,
+        profile_half_life_days: float | None = None,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -71,6 +82,14 @@ class LightFMRecommender(Recommender):
             raise ValueError(f"profile_rows must lie in [0, 1], got {profile_rows!r}")
         if sample_weights and loss == "warp-kos":
             raise ValueError("LightFM has no sample weights for loss='warp-kos'")
+        if profile_half_life_days is not None and not profile_half_life_days > 0:
+            raise ValueError(
+                f"profile_half_life_days must be positive, got {profile_half_life_days!r}"
+            )
+        if profile_half_life_days is not None and loss == "warp-kos":
+            raise ValueError("LightFM has no sample weights for loss='warp-kos'")
+        if not trend_half_life_days > 0:
+            raise ValueError(f"trend_half_life_days must be positive, got {trend_half_life_days!r}")
         self.no_components = no_components
         self.loss = loss
         self.learning_rate = learning_rate
@@ -83,6 +102,9 @@ class LightFMRecommender(Recommender):
         self.num_threads = num_threads
         self.profile_rows = profile_rows
         self.sample_weights = sample_weights
+        self.trend_features = trend_features
+        self.trend_half_life_days = trend_half_life_days
+        self.profile_half_life_days = profile_half_life_days
 
     # -- features -----------------------------------------------------------------
 
@@ -118,6 +140,34 @@ class LightFMRecommender(Recommender):
             names = [f"{kind}_feature_{j}" for j in range(matrix.shape[1])]
         return sp.csr_matrix(matrix), [str(n) for n in names]
 
+    def _trend_side(self, context: FitContext) -> tuple[sp.csr_matrix, list[str]]:
+        """Recent-demand item features from the context's events (none unless asked)."""
+        if not self.trend_features:
+            return sp.csr_matrix((self.n_items_, 0), dtype=np.float32), []
+        if not context.has_events:
+            raise ValueError("trend_features needs context events (event_users/items/times)")
+        users = np.asarray(context.event_users, dtype=np.int64)
+        items = np.asarray(context.event_items, dtype=np.int64)
+        inside = (users >= 0) & (users < self.n_users_) & (items >= 0) & (items < self.n_items_)
+        if context.event_types is not None:
+            inside &= np.asarray(context.event_types, dtype=object) != "refund"
+        markets = None
+        if context.user_country is not None:
+            countries = np.asarray(context.user_country, dtype=object)
+            if len(countries) < self.n_users_:
+                raise ValueError(
+                    f"user_country has {len(countries)} entries for {self.n_users_} users"
+                )
+            markets = countries[users[inside]]
+        return trend_features(
+            items[inside],
+            np.asarray(context.event_times)[inside],
+            context.events_reference_time(),
+            self.n_items_,
+            half_life_days=self.trend_half_life_days,
+            event_markets=markets,
+        )
+
     # -- fit and score ------------------------------------------------------------
 
     def fit(self, user_items: sp.spmatrix, *, context: FitContext | None = None) -> Self:
@@ -130,11 +180,15 @@ class LightFMRecommender(Recommender):
         user_side, user_names = self._side_features(
             context.user_features, context.user_feature_names, self.n_users_, "user"
         )
+        trend, trend_names = self._trend_side(context)
         self.item_feature_names_ = np.array(item_names, dtype=str)
+        self.trend_feature_names_ = np.array(trend_names, dtype=str)
         self.user_feature_names_ = np.array(user_names, dtype=str)
-        self.item_features_ = self._with_identity(item_side, self.n_items_, "item")
+        self.item_features_ = self._with_identity(
+            sp.csr_matrix(sp.hstack([item_side, trend], format="csr")), self.n_items_, "item"
+        )
         self.user_features_ = self._with_identity(user_side, self.n_users_, "user")
-        interactions, weights, user_rows = self._training_rows(matrix, user_side)
+        interactions, weights, user_rows = self._training_rows(matrix, user_side, context)
 
         model = LightFM(
             no_components=self.no_components,
@@ -161,32 +215,74 @@ class LightFMRecommender(Recommender):
         return self
 
     def _training_rows(
-        self, matrix: sp.csr_matrix, user_side: sp.csr_matrix
+        self,
+        matrix: sp.csr_matrix,
+        user_side: sp.csr_matrix,
+        context: FitContext | None = None,
     ) -> tuple[sp.coo_matrix, sp.coo_matrix | None, sp.csr_matrix]:
         """Interactions, sample weights and user feature rows handed to LightFM.
 
         With ``profile_rows``, a seeded share of users is appended again as
-        profile-only rows (features without identity) with the same interactions.
+        profile-only rows (features without identity) with the same interactions;
+        with ``profile_half_life_days`` those rows weigh each interaction by the
+        recency of its events (``_profile_weights``) instead.
         """
         positive = binarize(matrix)
         positive.sort_indices()
         weights = None
-        if self.sample_weights:  # the positive entries' values, in the same layout
-            weights = positive.copy()
-            weights.data = np.asarray(matrix[positive.nonzero()], dtype=np.float32).ravel()
-            weights.data /= weights.data.mean() if weights.nnz else 1.0
+        if self.sample_weights or self.profile_half_life_days is not None:
+            weights = positive.copy()  # the positive entries' values, in the same layout
+            if self.sample_weights:
+                weights.data = np.asarray(matrix[positive.nonzero()], dtype=np.float32).ravel()
+                weights.data /= weights.data.mean() if weights.nnz else 1.0
         user_rows = self.user_features_
         if self.profile_rows > 0 and user_side.shape[1] > 0:
             rng = np.random.default_rng(self.random_state)
             picked = np.flatnonzero(rng.random(self.n_users_) < self.profile_rows)
             profiles = self._with_identity(user_side[picked], self.n_users_, "user", cold=True)
             user_rows = sp.csr_matrix(sp.vstack([user_rows, profiles]))
-            positive = sp.csr_matrix(sp.vstack([positive, positive[picked]]))
+            positive_picked = positive[picked]
             if weights is not None:
-                weights = sp.csr_matrix(sp.vstack([weights, weights[picked]]))
+                profile_weights = weights[picked]
+                if self.profile_half_life_days is not None:
+                    profile_weights = self._profile_weights(positive_picked, picked, context)
+                weights = sp.csr_matrix(sp.vstack([weights, profile_weights]))
+            positive = sp.csr_matrix(sp.vstack([positive, positive_picked]))
         if weights is not None:
             weights = weights.tocoo()
         return positive.tocoo(), weights, user_rows
+
+    def _profile_weights(
+        self, positive: sp.csr_matrix, users: np.ndarray, context: FitContext | None
+    ) -> sp.csr_matrix:
+        """Weights of the profile rows' positives: the sum of ``0.5 ** (age_days /
+        profile_half_life_days)`` over each (user, item)'s events (refunds left
+        out), scaled to mean 1; a positive without events weighs as the least."""
+        if context is None or not context.has_events:
+            raise ValueError("profile_half_life_days needs context events")
+        from recsys.models.time_decay import decay_weights
+
+        event_users = np.asarray(context.event_users, dtype=np.int64)
+        event_items = np.asarray(context.event_items, dtype=np.int64)
+        keep = (event_users >= 0) & (event_users < self.n_users_)
+        keep &= (event_items >= 0) & (event_items < self.n_items_)
+        if context.event_types is not None:
+            keep &= np.asarray(context.event_types, dtype=object) != "refund"
+        decay = decay_weights(
+            np.asarray(context.event_times)[keep],
+            context.events_reference_time(),
+            self.profile_half_life_days,
+        )
+        recency = sp.csr_matrix(
+            (decay, (event_users[keep], event_items[keep])), shape=(self.n_users_, self.n_items_)
+        )[users]
+        out = positive.copy()
+        out.data = np.asarray(recency[positive.nonzero()], dtype=np.float32).ravel()
+        if out.nnz:
+            floor = out.data[out.data > 0].min() if (out.data > 0).any() else 1.0
+            out.data = np.maximum(out.data, floor)
+            out.data /= out.data.mean()
+        return out
 
     def _cache_item_representations(self) -> None:
         self._item_vectors = np.asarray(self.item_features_ @ self.item_embeddings_, np.float32)
@@ -264,7 +360,8 @@ class LightFMRecommender(Recommender):
 
         Rows take the next item indices (``n_items_``, ``n_items_ + 1``, ...), as an
         append-only id map assigns them; columns are those of
-        ``context.item_features`` at fit time.
+        ``context.item_features`` at fit time (a new item has no recent-demand
+        features).
         """
         self._check_fitted()
         if not sp.issparse(item_features):
@@ -274,9 +371,13 @@ class LightFMRecommender(Recommender):
                 f"item_features has {item_features.shape[1]} columns, the model "
                 f"{len(self.item_feature_names_)}"
             )
-        n_identity = self.item_features_.shape[1] - len(self.item_feature_names_)
+        n_trend = len(self.trend_feature_names_)
+        n_identity = self.item_features_.shape[1] - len(self.item_feature_names_) - n_trend
+        side = sp.hstack(
+            [item_features, sp.csr_matrix((item_features.shape[0], n_trend))], format="csr"
+        )
         rows = self._with_identity(
-            sp.csr_matrix(item_features, dtype=np.float32), n_identity, "item", cold=True
+            sp.csr_matrix(side, dtype=np.float32), n_identity, "item", cold=True
         )
         self.item_features_ = sp.csr_matrix(sp.vstack([self.item_features_, rows]))
         self.n_items_ += rows.shape[0]
@@ -295,6 +396,7 @@ class LightFMRecommender(Recommender):
         return {
             "item_feature_names_": self.item_feature_names_,
             "user_feature_names_": self.user_feature_names_,
+            "trend_feature_names_": self.trend_feature_names_,
             "item_features_": self.item_features_,
             "user_features_": self.user_features_,
             "user_embeddings_": self.user_embeddings_,
@@ -304,7 +406,8 @@ class LightFMRecommender(Recommender):
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        for key in ("item_feature_names_", "user_feature_names_"):
+        state.setdefault("trend_feature_names_", np.array([], dtype=str))  # older files
+        for key in ("item_feature_names_", "user_feature_names_", "trend_feature_names_"):
             setattr(self, key, np.asarray(state[key]).astype(str).reshape(-1))
         for key in ("item_features_", "user_features_"):
             setattr(self, key, sp.csr_matrix(state[key], dtype=np.float32))
