@@ -36,7 +36,7 @@ def create_app(config: ServingConfig | None = None, warm_up: bool = True) -> Fla
     app.extensions["recsys"] = engine
     metrics.init_app(app)
     register_error_handlers(app)
-    for blueprint in (lists.bp, events.bp, admin.bp, health.bp, openapi_bp):
+    for blueprint in (lists.create_blueprint(engine), events.bp, admin.bp, health.bp, openapi_bp):
         app.register_blueprint(blueprint)
     if warm_up and not engine.warm_up():
         log.warning("no snapshot loaded at start (Redis down or nothing published yet)")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recsys.snapshots.codec import unpack, unpack_lists
+from recsys.snapshots.codec import unpack
 from serving.config import ServingConfig
 from serving.errors import ApiError
 from serving.events import Event
@@ -216,7 +216,7 @@ class Engine:
             pinned, _ = self._market_rules(snap, place.country)
             builder.add(pinned, None, "pinned")
             if candidates:
-                builder.add(*unpack_lists(candidates), "personalized")
+                builder.add_packed(candidates, "personalized")
             if seeds and not builder.full:
                 builder.add(*self._session(snap, seeds), "session")
             self._popular_chain(builder, snap, place)
@@ -331,7 +331,7 @@ class Engine:
     ) -> ListAnswer:
         picks = builder.picks if builder is not None else []
         source = builder.primary_source if builder is not None else "none"
-        items = snap.fragments.encode(picks, market) if picks else []
+        items = snap.fragments.encode(picks, market) if picks else ""
         self.metrics.list_served(endpoint, source, degraded)
         meta = {
             "source": source,

@@ -67,6 +67,14 @@ class Query:
         HTTP exception for every missing key it is asked for)."""
         return cls(parse_query(request.query_string.decode("utf-8", "replace")), config)
 
+    @classmethod
+    def from_environ(cls, environ: dict, config: ServingConfig) -> Query:
+        """``of`` from the WSGI environ (cheaper than through the ``request`` proxy)."""
+        text = environ.get("QUERY_STRING", "")
+        if not text.isascii():  # WSGI hands the raw bytes over as latin-1
+            text = text.encode("latin-1").decode("utf-8", "replace")
+        return cls(parse_query(text), config)
+
     def _get(self, name: str) -> str | None:
         values = self.args.get(name)
         return values[0] if values else None

@@ -10,9 +10,10 @@ it holds ``n`` items.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import repeat
 
 import numpy as np
+
+from recsys.snapshots.codec import half_floats, packed_views, unpack_lists
 
 
 @dataclass
@@ -110,9 +111,7 @@ class ListBuilder:
     def add(self, ids, scores, source: str) -> None:
         """Append eligible items of one ranked source (ids, scores or None; lists or
         arrays of valid item indices), in (boosted) rank order."""
-        picks = self.picks
-        room = self.n - len(picks)
-        if room <= 0 or not len(ids):
+        if self.n <= len(self.picks) or not len(ids):
             return
         if not isinstance(ids, list):
             ids = ids.tolist()
@@ -120,11 +119,30 @@ class ListBuilder:
             scores = scores.tolist()
         if self.boost and scores is not None:
             ids, scores = self._boosted(ids, scores)
+        self._walk(ids, scores, None, source)
+
+    def add_packed(self, blob: bytes, source: str) -> None:
+        """``add`` for a packed ranked list (``recsys.snapshots.codec``), decoding
+        only the entries the rules get to (a list of 100 usually fills 10 places
+        from its first few dozen)."""
+        if self.n <= len(self.picks) or not blob:
+            return
+        views = None if self.boost else packed_views(blob)
+        if views is None:  # a boost re-orders the whole list; big-endian machines
+            self.add(*unpack_lists(blob), source)
+            return
+        self._walk(views[0], views[1], half_floats(), source)
+
+    def _walk(self, ids, scores, decode, source: str) -> None:
+        """Keep ``ids`` in order while the rules allow and there is room; a kept
+        item's score is ``scores[position]`` (looked up in ``decode`` if given)."""
+        picks = self.picks
+        room = self.n - len(picks)
         flags, taken, cap = self._flags, self._taken, self.max_per_category
         append = picks.append
         if cap:
             per_category, categories = self._per_category, self.item_category
-        for item, score in zip(ids, repeat(None) if scores is None else scores, strict=False):
+        for position, item in enumerate(ids):
             if item in taken or (flags is not None and not flags[item]):
                 continue
             if cap:
@@ -135,7 +153,12 @@ class ListBuilder:
                         continue
                     per_category[category] = count + 1
             taken.add(item)
-            append((item, score, source))
+            if scores is None:
+                append((item, None, source))
+            elif decode is None:
+                append((item, scores[position], source))
+            else:
+                append((item, decode[scores[position]], source))
             room -= 1
             if not room:
                 return

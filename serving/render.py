@@ -51,15 +51,18 @@ class Fragments:
     def __post_init__(self) -> None:
         self._category_json = [_DUMPS(c) for c in self.categories]
 
-    def encode(self, picks: list[Pick], market: PricedMarket | None) -> list[str]:
-        """One JSON object per pick: item_id, score, price, currency, category, source."""
+    def encode(self, picks: list[Pick], market: PricedMarket | None) -> str:
+        """The picks as the comma-separated JSON objects of a list's ``items``
+        (item_id, score, price, currency, category, source), joined at once."""
+        if not picks:
+            return ""
         key = market.country if market is not None else None
         pairs = self._pairs.get(key)
         if pairs is None:
             pairs = self._pairs[key] = {}
         score_text = _SCORES.get
-        out = []
-        append = out.append
+        parts: list[str] = []
+        extend = parts.extend
         for item, score, source in picks:
             pair = pairs.get(item)
             if pair is None:
@@ -67,8 +70,9 @@ class Fragments:
             text = score_text(score)
             if text is None:
                 text = _score(score)
-            append(f'{pair[0]}{text}{pair[1]}{source}"}}')
-        return out
+            extend((pair[0], text, pair[1], source, '"},'))
+        parts[-1] = '"}'
+        return "".join(parts)
 
     def _pair(
         self, item: int, market: PricedMarket | None, pairs: dict[int, tuple[str, str]]
@@ -91,13 +95,14 @@ class Fragments:
 
 @dataclass
 class ListAnswer:
-    """A list response: encoded items plus the response's other fields."""
+    """A list response: its items as encoded JSON objects (``Fragments.encode``)
+    plus the response's other fields."""
 
-    items: list[str]
+    items_json: str
     meta: dict
 
     def to_json(self) -> str:
-        return '{"items":[' + ",".join(self.items) + "]," + _meta_text(self.meta)
+        return '{"items":[' + self.items_json + "]," + _meta_text(self.meta)
 
     def as_dict(self) -> dict:
         return json.loads(self.to_json())

@@ -99,3 +99,66 @@ def test_query_parsing_equals_urllib():
     cases += ["".join(rng.choice(alphabet, rng.integers(0, 12))) for _ in range(3000)]
     for text in cases:
         assert parse_query(text) == parse_qs(text, keep_blank_values=True), text
+
+
+def test_packed_lists_read_in_place_give_the_decoded_lists_answer():
+    from recsys.snapshots.codec import pack, unpack_lists
+
+    rng = np.random.default_rng(1)
+    n_items = 400
+    category = rng.integers(-1, 6, n_items)
+    offered = rng.random(n_items) < 0.6
+    for case in range(300):
+        ids = rng.permutation(n_items)[: rng.integers(0, 150)]
+        scores = rng.normal(0, 3, len(ids)).astype(np.float32)
+        scores[:2] = [np.inf, -0.0][: len(scores[:2])]
+        blob = pack(ids, np.sort(scores)[::-1])
+        kwargs = dict(
+            n=int(rng.integers(1, 40)),
+            item_category=category,
+            max_per_category=int(rng.integers(0, 4)),
+            blocked={int(i) for i in rng.choice(n_items, 20)},
+            boost={int(i): 2.0 for i in rng.choice(n_items, 3)} if case % 3 == 0 else None,
+        )
+        decoded = ListBuilder(eligibility=Eligibility(offered), **kwargs)
+        decoded.add(*unpack_lists(blob), "personalized")
+        in_place = ListBuilder(eligibility=Eligibility(offered), **kwargs)
+        in_place.add_packed(blob, "personalized")
+        assert in_place.picks == decoded.picks, case
+        assert all(type(score) is float for _, score, _ in in_place.picks)
+
+
+def test_half_float_table_equals_struct_decoding():
+    import struct
+
+    from recsys.snapshots.codec import half_floats
+
+    table = half_floats()
+    assert len(table) == 1 << 16
+    decoded = struct.unpack("<65536e", np.arange(1 << 16, dtype="<u2").tobytes())
+    same = [a == b or (a != a and b != b) for a, b in zip(table, decoded, strict=True)]
+    assert all(same)
+    assert table[0x3C00] == 1.0 and table[0xC000] == -2.0 and table[0x7C00] == float("inf")
+
+
+def test_query_from_the_wsgi_environ_equals_the_request_parse():
+    from flask import Flask, request
+
+    from serving.config import ServingConfig
+    from serving.params import Query
+
+    config = ServingConfig()
+    for raw in ["user_id=u1&country=de&n=3", "category=Caf%C3%A9&x=a+b", "category=Café&n=2", ""]:
+        # a WSGI server hands the raw query bytes over as a latin-1 str
+        environ_text = raw.encode("utf-8").decode("latin-1")
+        with Flask(__name__).test_request_context(environ_overrides={"QUERY_STRING": environ_text}):
+            assert request.environ["QUERY_STRING"] == environ_text
+            direct = Query.from_environ(request.environ, config).args
+            assert direct == Query.of(request, config).args
+    assert Query.from_environ({"QUERY_STRING": "category=Café".encode().decode("latin-1")}, config)
+    assert (
+        Query.from_environ(
+            {"QUERY_STRING": "category=Café".encode().decode("latin-1")}, config
+        ).category()
+        == "Café"
+    )

@@ -8,6 +8,7 @@ Padding (-1) is dropped before packing.
 from __future__ import annotations
 
 import struct
+import sys
 
 import numpy as np
 
@@ -58,6 +59,34 @@ def unpack_lists(blob: bytes | None) -> tuple[list[int], list[float]]:
     n = len(blob) // per_item
     values = struct.unpack(f"<{n}I{n}e", blob)
     return list(values[:n]), list(values[n:])
+
+
+#: memoryviews read the packed arrays in place where the machine's byte order is theirs.
+_NATIVE_LITTLE = sys.byteorder == "little"
+_HALF_FLOATS: list[float] | None = None
+
+
+def packed_views(blob: bytes) -> tuple[memoryview, memoryview] | None:
+    """The ids (uint32) and the raw float16 score bits (uint16) of a packed list as
+    memoryviews over ``blob`` (nothing decoded until read; decode the scores with
+    ``half_floats()``), or None on a big-endian machine (use ``unpack_lists``)."""
+    if not _NATIVE_LITTLE:
+        return None
+    n = len(blob) // (_IDS.itemsize + _SCORES.itemsize)
+    if n * (_IDS.itemsize + _SCORES.itemsize) != len(blob):
+        raise ValueError(f"packed list of {len(blob)} bytes is not a multiple of 6")
+    view = memoryview(blob)
+    split = n * _IDS.itemsize
+    return view[:split].cast("I"), view[split:].cast("H")
+
+
+def half_floats() -> list[float]:
+    """Every float16 value by its 16 bits, as Python floats (built once, 2 MB)."""
+    global _HALF_FLOATS
+    if _HALF_FLOATS is None:
+        bits = np.arange(1 << 16, dtype=np.uint16)
+        _HALF_FLOATS = bits.view(np.float16).astype(np.float64).tolist()
+    return _HALF_FLOATS
 
 
 def pack_rows(ids: np.ndarray, scores: np.ndarray) -> list[bytes]:
