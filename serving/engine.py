@@ -25,7 +25,7 @@ from recsys.snapshots.codec import unpack
 from serving.config import ServingConfig
 from serving.errors import ApiError
 from serving.events import Event
-from serving.gateway import RedisGateway, RedisUnavailable
+from serving.gateway import RedisGateway, RedisUnavailable, pack_commands
 from serving.metrics import Metrics
 from serving.ranking import Eligibility, ListBuilder, session_ranking
 from serving.render import ListAnswer
@@ -75,7 +75,8 @@ class Engine:
         self._rules_generation = _UNLOADED
         self._resolved: dict[tuple, tuple[np.ndarray, dict[int, float]]] = {}
         self._load_lock = threading.Lock()
-        self._pointer = ("MGET", self.keys.current, self.keys.rules_generation)
+        #: every request's first command, packed once
+        self._pointer = pack_commands([("MGET", self.keys.current, self.keys.rules_generation)])
         gateway.on_round_trip = metrics.round_trips.inc
         gateway.on_failure = metrics.redis_failures.inc
 
@@ -96,7 +97,8 @@ class Engine:
         for _ in range(3):
             try:
                 extra = commands(snap) if snap is not None and commands is not None else []
-                out = self.gateway.fetch([pointer, *extra])
+                packed = pointer + pack_commands(extra) if extra else pointer
+                out = self.gateway.fetch_packed(packed, 1 + len(extra))
                 current, generation = out[0]
                 if generation != self._rules_generation:
                     self._reload_rules(generation)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,6 +71,7 @@ class RedisGateway:
         self._down_until = 0.0
         self._lock = threading.Lock()
         self._local = threading.local()
+        _forget_connections_at_fork(self)
         self.on_round_trip: Callable[[], None] | None = None
         self.on_failure: Callable[[], None] | None = None
 
@@ -108,14 +110,20 @@ class RedisGateway:
         A connection that fails (e.g. left over from before a Redis restart) is
         dropped and the commands are sent once more on a fresh one.
         """
+        return self.fetch_packed(pack_commands(commands), len(commands))
+
+    def fetch_packed(self, data: bytes, n_commands: int) -> list:
+        """``fetch`` of commands already packed with ``pack_commands`` (e.g. a fixed
+        command packed once, then joined with the others)."""
         if self.down:
             raise RedisUnavailable("Redis failed a moment ago; retrying shortly")
-        packed = [pack_commands(commands)]
+        packed = [data]
+        replies = range(n_commands)
         conn = self._connection()
         for attempt in (1, 2):
             try:
                 conn.send_packed_command(packed, check_health=False)
-                out = [conn.read_response() for _ in commands]
+                out = [conn.read_response() for _ in replies]
             except DOWN_ERRORS as exc:
                 conn.disconnect()  # the next send connects again
                 if attempt == 1:
@@ -132,11 +140,11 @@ class RedisGateway:
         raise RuntimeError("unreachable")  # pragma: no cover
 
     def _connection(self):
-        """This thread's own connection (outside the pool: no checkout per request)."""
+        """This thread's own connection (outside the pool: no checkout per request;
+        a forked child starts without its parent's, see ``_forget_connections_at_fork``)."""
         conn = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
+        if conn is None:
             conn = self._local.conn = self.client.connection_pool.make_connection()
-            self._local.pid = os.getpid()
         return conn
 
     def ping(self) -> bool:
@@ -155,6 +163,19 @@ class RedisGateway:
             self._down_until = time.monotonic() + self.retry_after_s
         if self.on_failure is not None:
             self.on_failure()
+
+
+def _forget_connections_at_fork(gateway: RedisGateway) -> None:
+    """Drop ``gateway``'s per-thread connections in a forked child (a gunicorn worker
+    must not share its parent's sockets), without a ``getpid`` per request."""
+    ref = weakref.ref(gateway)
+
+    def forget() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._local = threading.local()
+
+    os.register_at_fork(after_in_child=forget)
 
 
 def pack_commands(commands: list[tuple]) -> bytes:

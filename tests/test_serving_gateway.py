@@ -85,3 +85,28 @@ def test_a_stale_connection_is_retried_once_then_the_breaker_opens():
             gateway.fetch([("PING",)])  # skipped while the breaker is open
     finally:
         server.close()
+
+
+def test_a_forked_child_talks_to_redis_on_its_own_connection(redis_url):
+    import os
+
+    gateway = _gateway(redis_url)
+    parent_id = gateway.fetch([("CLIENT", "ID")])[0]
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child (a gunicorn worker after the app was loaded)
+        code = 1
+        try:
+            child_id = gateway.fetch([("CLIENT", "ID")])[0]
+            os.write(write_end, str(child_id).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    child_id = int(os.read(read_end, 64) or b"-1")
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert child_id not in (parent_id, -1)
+    # the parent's connection is untouched by the child
+    assert gateway.fetch([("CLIENT", "ID")])[0] == parent_id
