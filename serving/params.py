@@ -8,7 +8,7 @@ hot path) and validates each parameter on demand.
 
 from __future__ import annotations
 
-import re
+from functools import lru_cache
 from urllib.parse import unquote_plus
 
 from werkzeug.wrappers import Request
@@ -19,7 +19,6 @@ from serving.config import ServingConfig
 from serving.errors import bad_parameter
 
 MAX_CATEGORY_CHARS = 300
-_COUNTRY = re.compile(r"^[A-Za-z]{2}$")
 _match_id = ID_PATTERN.match
 
 
@@ -49,6 +48,23 @@ def parse_query(text: str) -> dict[str, list[str]]:
         else:
             values.append(value)
     return out
+
+
+@lru_cache(maxsize=1)
+def _country_codes() -> dict[str, str]:
+    """Every ISO 3166-1 alpha-2 code in any case (``de``, ``De``...) -> upper case."""
+    out = {}
+    for code in markets.country_codes():
+        a, b = code
+        for variant in (code, code.lower(), a + b.lower(), a.lower() + b):
+            out[variant] = code
+    return out
+
+
+@lru_cache(maxsize=8)
+def _counts(max_n: int) -> dict[str, int]:
+    """``"1"`` .. ``str(max_n)`` -> the int."""
+    return {str(n): n for n in range(1, max_n + 1)}
 
 
 class Query:
@@ -101,20 +117,24 @@ class Query:
         value = self._get("country")
         if not value:
             return self.config.default_country
-        if not _COUNTRY.match(value) or not markets.is_country(value.upper()):
+        code = _country_codes().get(value)
+        if code is None:
             raise bad_parameter(f"country: {value[:20]!r} is not an ISO 3166-1 alpha-2 code")
-        return value.upper()
+        return code
 
     def count(self) -> int:
         """``n``: how many items (1..max_n; default default_n)."""
         value = self._get("n")
         if not value:
             return self.config.default_n
-        if not value.isdigit() or not 1 <= int(value) <= self.config.max_n:
-            raise bad_parameter(
-                f"n: expected an integer in 1..{self.config.max_n}, got {value[:20]!r}"
-            )
-        return int(value)
+        n = _counts(self.config.max_n).get(value)
+        if n is None:  # not the plain form of a count in range: "007", "0", "x", "²"
+            n = int(value) if value.isascii() and value.isdigit() else 0
+            if not 1 <= n <= self.config.max_n:
+                raise bad_parameter(
+                    f"n: expected an integer in 1..{self.config.max_n}, got {value[:20]!r}"
+                )
+        return n
 
     def category(self) -> str | None:
         """A category path (levels joined by `` > ``)."""

@@ -259,7 +259,10 @@ def test_write_and_admin_endpoints_need_the_api_key(client, shop):
         "n=101",
         "n=ten",
         "n=-1",
+        "n=%C2%B2",  # superscript two: isdigit() but not int()
+        "n=%D9%A3",  # Arabic-Indic three
         "country=GBR",
+        "country=D%C3%A9",
         "country=XX",
         "user_id=a:b",
         "user_id=" + "u" * 65,
@@ -275,6 +278,13 @@ def test_invalid_parameters_are_400_with_a_stable_shape(client, query):
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
     assert body["error"]["code"] == "bad_parameter"
     assert query.split("=")[0] in body["error"]["message"]
+
+
+def test_country_in_any_case_and_counts_with_leading_zeros_are_accepted(client):
+    plain = get(client, "/v1/recommendations?country=DE&n=7")
+    assert len(plain["items"]) == 7 and plain["country"] == "DE"
+    for query in ("country=de&n=007", "country=De&n=7", "country=dE&n=07"):
+        assert get(client, f"/v1/recommendations?{query}")["items"] == plain["items"], query
 
 
 def test_bad_ids_in_paths_and_unknown_routes_are_json(client):

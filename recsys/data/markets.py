@@ -81,6 +81,11 @@ def is_country(code: str) -> bool:
     return code in _country_codes()
 
 
+def country_codes() -> frozenset[str]:
+    """Every ISO 3166-1 alpha-2 country code (upper case)."""
+    return _country_codes()
+
+
 def is_currency(code: str) -> bool:
     """True if ``code`` is an ISO 4217 currency code (upper case)."""
     return code in _currency_codes()
