@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 from lightfm import LightFM
 
-from recsys.features import trend_features, user_feature_names
+from recsys.features import user_feature_names
 from recsys.models.base import FitContext, Recommender
 from recsys.models.sparse_utils import binarize
 from recsys.models.topn import top_n
@@ -37,13 +37,10 @@ class LightFMRecommender(Recommender):
     passes the positive interaction weights (e.g. time-decayed), scaled to mean
     1, as LightFM sample weights instead of counting every positive once.
 
-    ``trend_features`` adds item features of recent demand computed from the
-    context's (training) events at their reference time, with a half-life of
-    ``trend_half_life_days`` (``recsys.features.trend_features``: a global
-    band and, with ``context.user_country``, the top bands per market), so a
-    country embedding can learn what sells now in its market. They are fixed
-    at fit time and saved with the model; an item added later
-    (``add_cold_items``) has none.
+    ``profile_half_life_days`` weighs the profile rows' positives by the
+    recency of their events instead (each event ``0.5 ** (age_days /
+    profile_half_life_days)`` at the context's reference time), so the side
+    features learn what a market buys now while identities keep the history.
     """
 
     name = "lightfm"
@@ -63,8 +60,6 @@ class LightFMRecommender(Recommender):
         num_threads: int = 1,
         profile_rows: float = 0.0,
         sample_weights: bool = False,
-        trend_features: bool = False,
-        trend_half_life_days: float = 14.0,
         profile_half_life_days: float | None = None,
     ) -> None:
         super().__init__()
@@ -88,8 +83,8 @@ class LightFMRecommender(Recommender):
             )
         if profile_half_life_days is not None and loss == "warp-kos":
             raise ValueError("LightFM has no sample weights for loss='warp-kos'")
-        if not trend_half_life_days > 0:
-            raise ValueError(f"trend_half_life_days must be positive, got {trend_half_life_days!r}")
+        if profile_half_life_days is not None and not profile_rows > 0:
+            raise ValueError("profile_half_life_days weighs profile rows: set profile_rows > 0")
         self.no_components = no_components
         self.loss = loss
         self.learning_rate = learning_rate
@@ -102,8 +97,6 @@ class LightFMRecommender(Recommender):
         self.num_threads = num_threads
         self.profile_rows = profile_rows
         self.sample_weights = sample_weights
-        self.trend_features = trend_features
-        self.trend_half_life_days = trend_half_life_days
         self.profile_half_life_days = profile_half_life_days
 
     # -- features -----------------------------------------------------------------
@@ -140,34 +133,6 @@ class LightFMRecommender(Recommender):
             names = [f"{kind}_feature_{j}" for j in range(matrix.shape[1])]
         return sp.csr_matrix(matrix), [str(n) for n in names]
 
-    def _trend_side(self, context: FitContext) -> tuple[sp.csr_matrix, list[str]]:
-        """Recent-demand item features from the context's events (none unless asked)."""
-        if not self.trend_features:
-            return sp.csr_matrix((self.n_items_, 0), dtype=np.float32), []
-        if not context.has_events:
-            raise ValueError("trend_features needs context events (event_users/items/times)")
-        users = np.asarray(context.event_users, dtype=np.int64)
-        items = np.asarray(context.event_items, dtype=np.int64)
-        inside = (users >= 0) & (users < self.n_users_) & (items >= 0) & (items < self.n_items_)
-        if context.event_types is not None:
-            inside &= np.asarray(context.event_types, dtype=object) != "refund"
-        markets = None
-        if context.user_country is not None:
-            countries = np.asarray(context.user_country, dtype=object)
-            if len(countries) < self.n_users_:
-                raise ValueError(
-                    f"user_country has {len(countries)} entries for {self.n_users_} users"
-                )
-            markets = countries[users[inside]]
-        return trend_features(
-            items[inside],
-            np.asarray(context.event_times)[inside],
-            context.events_reference_time(),
-            self.n_items_,
-            half_life_days=self.trend_half_life_days,
-            event_markets=markets,
-        )
-
     # -- fit and score ------------------------------------------------------------
 
     def fit(self, user_items: sp.spmatrix, *, context: FitContext | None = None) -> Self:
@@ -180,13 +145,9 @@ class LightFMRecommender(Recommender):
         user_side, user_names = self._side_features(
             context.user_features, context.user_feature_names, self.n_users_, "user"
         )
-        trend, trend_names = self._trend_side(context)
         self.item_feature_names_ = np.array(item_names, dtype=str)
-        self.trend_feature_names_ = np.array(trend_names, dtype=str)
         self.user_feature_names_ = np.array(user_names, dtype=str)
-        self.item_features_ = self._with_identity(
-            sp.csr_matrix(sp.hstack([item_side, trend], format="csr")), self.n_items_, "item"
-        )
+        self.item_features_ = self._with_identity(item_side, self.n_items_, "item")
         self.user_features_ = self._with_identity(user_side, self.n_users_, "user")
         interactions, weights, user_rows = self._training_rows(matrix, user_side, context)
 
@@ -360,8 +321,7 @@ class LightFMRecommender(Recommender):
 
         Rows take the next item indices (``n_items_``, ``n_items_ + 1``, ...), as an
         append-only id map assigns them; columns are those of
-        ``context.item_features`` at fit time (a new item has no recent-demand
-        features).
+        ``context.item_features`` at fit time.
         """
         self._check_fitted()
         if not sp.issparse(item_features):
@@ -371,13 +331,9 @@ class LightFMRecommender(Recommender):
                 f"item_features has {item_features.shape[1]} columns, the model "
                 f"{len(self.item_feature_names_)}"
             )
-        n_trend = len(self.trend_feature_names_)
-        n_identity = self.item_features_.shape[1] - len(self.item_feature_names_) - n_trend
-        side = sp.hstack(
-            [item_features, sp.csr_matrix((item_features.shape[0], n_trend))], format="csr"
-        )
+        n_identity = self.item_features_.shape[1] - len(self.item_feature_names_)
         rows = self._with_identity(
-            sp.csr_matrix(side, dtype=np.float32), n_identity, "item", cold=True
+            sp.csr_matrix(item_features, dtype=np.float32), n_identity, "item", cold=True
         )
         self.item_features_ = sp.csr_matrix(sp.vstack([self.item_features_, rows]))
         self.n_items_ += rows.shape[0]
@@ -396,7 +352,6 @@ class LightFMRecommender(Recommender):
         return {
             "item_feature_names_": self.item_feature_names_,
             "user_feature_names_": self.user_feature_names_,
-            "trend_feature_names_": self.trend_feature_names_,
             "item_features_": self.item_features_,
             "user_features_": self.user_features_,
             "user_embeddings_": self.user_embeddings_,
@@ -406,8 +361,7 @@ class LightFMRecommender(Recommender):
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        state.setdefault("trend_feature_names_", np.array([], dtype=str))  # older files
-        for key in ("item_feature_names_", "user_feature_names_", "trend_feature_names_"):
+        for key in ("item_feature_names_", "user_feature_names_"):
             setattr(self, key, np.asarray(state[key]).astype(str).reshape(-1))
         for key in ("item_features_", "user_features_"):
             setattr(self, key, sp.csr_matrix(state[key], dtype=np.float32))
