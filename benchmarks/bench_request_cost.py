@@ -13,19 +13,25 @@ without the server's share. Known customers rotate as in
   SMEMBERS), ``Engine.recommend`` whole, and, where the code has
   ``serving.params.Query``, parsing and validating the query in a request
   context (the bare context subtracted);
+- ``--stages``: also the reference endpoints of ``round_trip_server.py``, which
+  answer a recommendation's body after doing only part of its work: nothing
+  (``static``), parsing the query (``parse``), parsing and the Redis pipeline
+  (``round_trip``); the differences between them split a recommendation's cost;
+- ``--instructions``: instructions per request (callgrind) instead of CPU time,
+  repeatable whatever else the machine does: the script runs itself under
+  ``valgrind --tool=callgrind`` with instrumentation off, switches it on only
+  around each endpoint's ``--requests`` requests (``callgrind_control``) and
+  divides each part's total by the requests;
 - ``--only rec|health``: just run ``--requests`` requests of one endpoint
-  after a warm-up, e.g. under ``valgrind --tool=callgrind`` to count
-  instructions (repeatable whatever else the machine does): run it with two
-  request counts and divide the difference of the totals by the difference of
-  the counts.
+  after a warm-up (e.g. under a profiler).
 
 By default a private ``redis-server`` is started and the data directory's
 champion published into it (as ``bench_serving.py`` does); ``--redis-url``
 reads an already published snapshot (prefix ``bench``) instead::
 
     python benchmarks/bench_request_cost.py --data /tmp/shop --json
-    valgrind --tool=callgrind python benchmarks/bench_request_cost.py \\
-        --data /tmp/shop --redis-url unix:///tmp/r.sock --only rec --requests 600
+    python benchmarks/bench_request_cost.py --data /tmp/shop --stages --instructions \\
+        --requests 1000 --json
 """
 
 from __future__ import annotations
@@ -35,7 +41,10 @@ import gc
 import io
 import json
 import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +52,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import PREFIX, known_customers, recsys, start_redis  # noqa: E402
+from round_trip_server import build_app  # noqa: E402
+
+#: The reference endpoints of ``--stages``, in order of the work they do.
+STAGES = {"static": "/bench/static", "parse": "/bench/parse", "round_trip": "/bench/round-trip"}
 
 
 def environ(path: str, query: str) -> dict:
@@ -145,6 +158,53 @@ def breakdown(app, customers: list[tuple[str, str]], recs: list[dict], args) -> 
     return out
 
 
+def instructions_per_request(argv: list[str], requests: int) -> dict[str, int]:
+    """Run this script again under callgrind (``--in-callgrind``); instructions per
+    request of every endpoint it measured there."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        sys.exit("--instructions needs valgrind (apt-get install -y valgrind)")
+    out_dir = Path(tempfile.mkdtemp(prefix="bench-cost-cg-"))
+    try:
+        subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={out_dir}/callgrind.%p",
+                sys.executable,
+                *argv,
+                "--in-callgrind",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        counts = {}
+        for dump in out_dir.glob("callgrind.*.*"):
+            text = dump.read_text(errors="replace")
+            name = re.search(r"^desc: Trigger: dump (\S+)", text, re.M)
+            total = re.search(r"^totals: (\d+)", text, re.M)
+            if name and total:
+                counts[name.group(1)] = round(int(total.group(1)) / requests)
+        return counts
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def callgrind_parts(app, endpoints: dict[str, list[dict]], requests: int) -> None:
+    """Inside callgrind: instrument each endpoint's requests alone, one dump each."""
+
+    def control(*args: str) -> None:
+        command = ["callgrind_control", *args, str(os.getpid())]
+        subprocess.run(command, check=True, capture_output=True)
+
+    for name, environs in endpoints.items():
+        control("-i", "on")
+        serve_all(app, environs, requests)
+        control("-i", "off")
+        control("-d", name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="Data directory with a champion model.")
@@ -154,6 +214,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--only", choices=("rec", "health"), help="Run one endpoint only.")
     parser.add_argument("--breakdown", action="store_true", help="Time the engine's parts too.")
+    parser.add_argument(
+        "--stages", action="store_true", help="Also the reference endpoints (see above)."
+    )
+    parser.add_argument(
+        "--instructions", action="store_true", help="Count instructions (callgrind), not CPU."
+    )
+    parser.add_argument("--in-callgrind", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -168,27 +235,44 @@ def main() -> None:
     try:
         os.environ.update(REDIS_URL=url, RECSYS_REDIS_PREFIX=PREFIX)
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        from serving.app import create_app
-        from serving.config import ServingConfig
-
-        app = create_app(ServingConfig.from_env(data))
+        if args.instructions and not args.in_callgrind:
+            argv = [a for a in sys.argv if a != "--json"] + ["--redis-url", url]
+            counts = instructions_per_request(argv, args.requests)
+            out = {"requests": args.requests, "instructions_per_request": counts}
+            if "healthz" in counts and "recommendations" in counts:
+                out["extra_over_healthz"] = counts["recommendations"] - counts["healthz"]
+            print(json.dumps(out, indent=2) if args.json else out)
+            return
         customers = sorted(known_customers(url, data, args.customers))
-        recs = [
-            environ("/v1/recommendations", f"user_id={u}&country={c}&n=10") for u, c in customers
-        ]
-        health = [environ("/healthz", "")]
+        queries = [f"user_id={u}&country={c}&n=10" for u, c in customers]
+        recs = [environ("/v1/recommendations", q) for q in queries]
+        endpoints = {"healthz": [environ("/healthz", "")], "recommendations": recs}
+        app = build_app(data)
+        if args.stages:  # the reference endpoints answer a real recommendation's body
+            body = b"".join(app.wsgi_app(dict(recs[0]), lambda *a: None)).decode()
+            app = build_app(data, body)
+            for name, path in STAGES.items():
+                endpoints[name] = [environ(path, q) for q in queries]
         gc.collect()
         gc.freeze()  # as recsys serve does before it forks: the loaded snapshot is never scanned
-        serve_all(app, recs, len(recs))  # warm-up: snapshot tables, JSON fragments
-        serve_all(app, health, 200)
-        if args.only:
-            serve_all(app, recs if args.only == "rec" else health, args.requests)
+        for environs in endpoints.values():  # warm-up: snapshot tables, JSON fragments
+            serve_all(app, environs, len(environs))
+        if args.in_callgrind:
+            callgrind_parts(app, endpoints, args.requests)
             return
-        rec_us, health_us = [], []
+        if args.only:
+            serve_all(
+                app,
+                endpoints["recommendations" if args.only == "rec" else "healthz"],
+                args.requests,
+            )
+            return
+        cpu: dict[str, list[float]] = {name: [] for name in endpoints}
         for _ in range(args.repeats):
-            rec_us.append(cpu_per_request_us(app, recs, args.requests))
-            health_us.append(cpu_per_request_us(app, health, args.requests))
-        rec, healthz = statistics.median(rec_us), statistics.median(health_us)
+            for name, environs in endpoints.items():
+                cpu[name].append(cpu_per_request_us(app, environs, args.requests))
+        medians = {name: statistics.median(values) for name, values in cpu.items()}
+        rec, healthz = medians["recommendations"], medians["healthz"]
         out = {
             "customers": len(recs),
             "requests_per_pass": args.requests,
@@ -199,6 +283,8 @@ def main() -> None:
             "cpu_ratio": round(healthz / rec, 3),
             "load_average": os.getloadavg(),
         }
+        if args.stages:
+            out["stages_cpu_us"] = {name: round(medians[name], 1) for name in STAGES}
         if args.breakdown:
             out["breakdown_us"] = breakdown(app, customers, recs, args)
         if args.json:

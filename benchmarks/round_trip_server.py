@@ -25,8 +25,13 @@ import tempfile
 from pathlib import Path
 
 
-def build_app(data: Path):
-    """The API app with the reference endpoint added."""
+def build_app(data: Path, body: str = '{"items":[]}'):
+    """The API app with the reference endpoints added, each answering ``body``:
+
+    - ``/bench/static``: nothing but the answer;
+    - ``/bench/parse``: parses and validates the query as ``/v1/recommendations``;
+    - ``/bench/round-trip``: that, plus the recommendation's Redis pipeline.
+    """
     from flask import Response, request
 
     from serving.app import create_app
@@ -38,11 +43,25 @@ def build_app(data: Path):
     keys = engine.keys
     last = max(engine.config.session_seeds - 1, 0)
 
+    def parse() -> str | None:
+        query = Query.from_environ(request.environ, engine.config)
+        user = query.one_id("user_id")
+        query.one_id("session_id"), query.id_list("session_items"), query.id_list("exclude")
+        query.country(), query.count(), query.category()
+        return user
+
+    @app.get("/bench/static")
+    def static_answer():
+        return Response(body, mimetype="application/json")
+
+    @app.get("/bench/parse")
+    def parse_only():
+        parse()
+        return Response(body, mimetype="application/json")
+
     @app.get("/bench/round-trip")
     def round_trip():
-        query = Query.of(request, engine.config)
-        user = query.one_id("user_id")
-        query.country(), query.count()
+        user = parse()
 
         def commands(snap):
             return [
@@ -52,7 +71,7 @@ def build_app(data: Path):
             ]
 
         engine._fetch(commands)
-        return Response('{"items":[]}', mimetype="application/json")
+        return Response(body, mimetype="application/json")
 
     return app
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recsys.snapshots.codec import unpack
+from recsys.snapshots.codec import half_floats, unpack
 from serving.config import ServingConfig
 from serving.errors import ApiError
 from serving.events import Event
@@ -79,6 +79,7 @@ class Engine:
         self._pointer = pack_commands([("MGET", self.keys.current, self.keys.rules_generation)])
         gateway.on_round_trip = metrics.round_trips.inc
         gateway.on_failure = metrics.redis_failures.inc
+        half_floats()  # the score table, built before gunicorn forks: its pages are shared
 
     # -- snapshot and rules --------------------------------------------------------
     def warm_up(self) -> bool:
