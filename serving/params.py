@@ -129,7 +129,8 @@ class Query:
             return self.config.default_n
         n = _counts(self.config.max_n).get(value)
         if n is None:  # not the plain form of a count in range: "007", "0", "x", "²"
-            n = int(value) if value.isascii() and value.isdigit() else 0
+            plain = value.isascii() and value.isdigit() and len(value) <= 18
+            n = int(value) if plain else 0
             if not 1 <= n <= self.config.max_n:
                 raise bad_parameter(
                     f"n: expected an integer in 1..{self.config.max_n}, got {value[:20]!r}"

@@ -261,6 +261,7 @@ def test_write_and_admin_endpoints_need_the_api_key(client, shop):
         "n=-1",
         "n=%C2%B2",  # superscript two: isdigit() but not int()
         "n=%D9%A3",  # Arabic-Indic three
+        "n=" + "9" * 5000,  # more digits than int() converts
         "country=GBR",
         "country=D%C3%A9",
         "country=XX",
