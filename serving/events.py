@@ -9,12 +9,12 @@ An event is a JSON object ``{"type", "item_id", "user_id" and/or
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from recsys.data import markets
 from recsys.data.schema import ID_PATTERN
+from serving.params import finite_number
 
 #: Accepted ``type`` values -> canonical event type.
 EVENT_TYPES = {
@@ -117,12 +117,7 @@ def parse_event(obj, now: datetime) -> Event:
     if isinstance(quantity, bool) or not isinstance(quantity, int) or not 0 < quantity <= 10**6:
         raise EventError("quantity must be an integer in 1..1000000")
     price = obj.get("price")
-    if price is not None and (
-        isinstance(price, bool)
-        or not isinstance(price, int | float)
-        or not math.isfinite(price)
-        or price < 0
-    ):
+    if price is not None and (not finite_number(price) or price < 0):
         raise EventError("price must be a number >= 0")
     currency = obj.get("currency")
     if currency is not None and (

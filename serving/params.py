@@ -8,6 +8,7 @@ hot path) and validates each parameter on demand.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from urllib.parse import unquote_plus
 
@@ -29,6 +30,17 @@ def check_id(name: str, value: str) -> str:
             f"{name}: {value[:80]!r} is not a valid id (1-64 of A-Z a-z 0-9 . _ @ + - / #)"
         )
     return value
+
+
+def finite_number(value) -> bool:
+    """True for a JSON number (int or float, not a bool) that is a finite float;
+    False also for integers too large for a float (``float()`` would raise)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def parse_query(text: str) -> dict[str, list[str]]:

@@ -15,12 +15,12 @@ one market, rules in Redis replace those of the file.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from recsys.data.schema import ID_PATTERN
+from serving.params import finite_number
 from serving.snapshot import ALL_COUNTRIES
 
 GLOBAL = "_"
@@ -75,12 +75,7 @@ def parse_rules(obj, where: str = "rules") -> MarketRules:
     factors = {}
     for item, factor in boost.items():
         _check_id(item, f"{where}.boost")
-        if (
-            isinstance(factor, bool)
-            or not isinstance(factor, int | float)
-            or not math.isfinite(factor)
-            or not 0 < factor <= MAX_FACTOR
-        ):
+        if not finite_number(factor) or not 0 < factor <= MAX_FACTOR:
             raise RulesError(f"{where}.boost.{item}: factor must be a number in (0, {MAX_FACTOR}]")
         factors[item] = float(factor)
     return MarketRules(tuple(dict.fromkeys(pinned)), factors)

@@ -146,6 +146,9 @@ def test_pinned_and_boosted_items_through_the_admin_endpoint(client):
     assert listed["GB"]["pinned"] == ["b4", "b5"]
     assert client.delete("/v1/admin/rules/GB", headers=AUTH).status_code == 200
     assert ids_of(get(client, "/v1/recommendations?user_id=alice&country=GB&n=2")) == ["a0", "a1"]
+    for factor in (0, -1, True, "2", 10**400):  # the last: too large for a float
+        bad = client.put("/v1/admin/rules/GB", json={"boost": {"a3": factor}}, headers=AUTH)
+        assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "bad_rules", factor
 
 
 def test_rules_file_applies_and_every_worker_sees_stored_rules(shop, tmp_path):
@@ -207,6 +210,7 @@ def test_guest_purchase_is_excluded_for_its_session(client):
         ({"type": "view", "user_id": "u:1", "item_id": "a1"}, "user_id"),
         ({"type": "view", "item_id": "a1"}, "user_id or session_id"),
         ({"type": "view", "user_id": "u", "item_id": "a1", "price": 3}, "currency"),
+        ({"type": "view", "user_id": "u", "item_id": "a1", "price": 10**400}, "price"),
         ({"type": "view", "user_id": "u", "item_id": "a1", "quantity": 0}, "quantity"),
         ({"type": "view", "user_id": "u", "item_id": "a1", "country": "XX"}, "country"),
         ({"type": "view", "user_id": "u", "item_id": "a1", "timestamp": "soon"}, "timestamp"),
