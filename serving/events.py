@@ -107,7 +107,7 @@ def parse_event(obj, now: datetime) -> Event:
     if unknown:
         raise EventError(f"unknown field(s) {', '.join(sorted(unknown))}")
     etype = obj.get("type")
-    if etype not in EVENT_TYPES:
+    if not isinstance(etype, str) or etype not in EVENT_TYPES:
         raise EventError(f"type must be one of {', '.join(sorted(EVENT_TYPES))}")
     item = _id(obj, "item_id", required=True)
     user, session = _id(obj, "user_id"), _id(obj, "session_id")
@@ -160,9 +160,9 @@ def _timestamp(value, now: datetime) -> datetime:
         raise EventError("timestamp must be an ISO 8601 string")
     try:
         stamp = datetime.fromisoformat(value)
-    except ValueError:
+        stamp = stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: a zone shift past year 1 or 9999
         raise EventError("timestamp must be an ISO 8601 string") from None
-    stamp = stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
     if stamp > now + MAX_FUTURE:
         raise EventError("timestamp is in the future")
     return stamp

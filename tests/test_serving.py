@@ -207,6 +207,7 @@ def test_guest_purchase_is_excluded_for_its_session(client):
     "body, fragment",
     [
         ({"type": "click", "user_id": "u", "item_id": "a1"}, "type must be"),
+        ({"type": {}, "user_id": "u", "item_id": "a1"}, "type must be"),
         ({"type": "view", "user_id": "u:1", "item_id": "a1"}, "user_id"),
         ({"type": "view", "item_id": "a1"}, "user_id or session_id"),
         ({"type": "view", "user_id": "u", "item_id": "a1", "price": 3}, "currency"),
@@ -214,6 +215,10 @@ def test_guest_purchase_is_excluded_for_its_session(client):
         ({"type": "view", "user_id": "u", "item_id": "a1", "quantity": 0}, "quantity"),
         ({"type": "view", "user_id": "u", "item_id": "a1", "country": "XX"}, "country"),
         ({"type": "view", "user_id": "u", "item_id": "a1", "timestamp": "soon"}, "timestamp"),
+        (  # moved to UTC it would fall before year 1
+            {"type": "view", "user_id": "u", "item_id": "a1", "timestamp": "0001-01-01T00:00+14"},
+            "timestamp",
+        ),
         ({"type": "view", "user_id": "u", "item_id": "a1", "extra": 1}, "unknown field"),
         ({"events": [{"type": "view", "user_id": "u", "item_id": "a1"}, 7]}, "events[1]"),
         ({"events": []}, "no events"),
