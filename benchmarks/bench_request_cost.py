@@ -143,7 +143,7 @@ def breakdown(app, customers: list[tuple[str, str]], recs: list[dict], args) -> 
 
     def parse(i):
         with contexts[i % n]:
-            query = Query.of(request, engine.config)
+            query = Query.from_environ(request.environ, engine.config)
             Visitor(
                 user_id=query.one_id("user_id"),
                 session_id=query.one_id("session_id"),

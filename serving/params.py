@@ -12,8 +12,6 @@ import math
 from functools import lru_cache
 from urllib.parse import unquote_plus
 
-from werkzeug.wrappers import Request
-
 from recsys.data import markets
 from recsys.data.schema import ID_PATTERN
 from serving.config import ServingConfig
@@ -89,15 +87,11 @@ class Query:
         self.config = config
 
     @classmethod
-    def of(cls, request: Request, config: ServingConfig) -> Query:
-        """The query of ``request``, parsed once into a plain dict of value lists
-        (cheaper than werkzeug's ``request.args``, a MultiDict that builds an
-        HTTP exception for every missing key it is asked for)."""
-        return cls(parse_query(request.query_string.decode("utf-8", "replace")), config)
-
-    @classmethod
     def from_environ(cls, environ: dict, config: ServingConfig) -> Query:
-        """``of`` from the WSGI environ (cheaper than through the ``request`` proxy)."""
+        """The query of a request's WSGI environ, parsed once into a plain dict of
+        value lists (cheaper than werkzeug's ``request.args``, a MultiDict that
+        builds an HTTP exception for every missing key it is asked for, and than
+        reading it through the ``request`` proxy)."""
         text = environ.get("QUERY_STRING", "")
         if not text.isascii():  # WSGI hands the raw bytes over as latin-1
             text = text.encode("latin-1").decode("utf-8", "replace")

@@ -142,6 +142,8 @@ def test_half_float_table_equals_struct_decoding():
 
 
 def test_query_from_the_wsgi_environ_equals_the_request_parse():
+    from urllib.parse import parse_qs
+
     from flask import Flask, request
 
     from serving.config import ServingConfig
@@ -154,7 +156,9 @@ def test_query_from_the_wsgi_environ_equals_the_request_parse():
         with Flask(__name__).test_request_context(environ_overrides={"QUERY_STRING": environ_text}):
             assert request.environ["QUERY_STRING"] == environ_text
             direct = Query.from_environ(request.environ, config).args
-            assert direct == Query.of(request, config).args
+            # werkzeug's own reading of the raw query bytes
+            text = request.query_string.decode("utf-8", "replace")
+            assert direct == parse_qs(text, keep_blank_values=True)
     assert Query.from_environ({"QUERY_STRING": "category=Café".encode().decode("latin-1")}, config)
     assert (
         Query.from_environ(
