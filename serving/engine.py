@@ -25,7 +25,14 @@ from recsys.snapshots.codec import half_floats, unpack
 from serving.config import ServingConfig
 from serving.errors import ApiError
 from serving.events import Event
-from serving.gateway import RedisGateway, RedisUnavailable, pack_commands
+from serving.gateway import (
+    SLOT,
+    Packed,
+    RedisGateway,
+    RedisUnavailable,
+    pack_commands,
+    resp_template,
+)
 from serving.metrics import Metrics
 from serving.ranking import Eligibility, ListBuilder, session_ranking
 from serving.render import ListAnswer
@@ -77,6 +84,12 @@ class Engine:
         self._load_lock = threading.Lock()
         #: every request's first command, packed once
         self._pointer = pack_commands([("MGET", self.keys.current, self.keys.rules_generation)])
+        #: a recommendation's reads (``Keys.customer``, ``Keys.session``), packed by template
+        last = max(config.session_seeds - 1, 0)
+        self._customer_reads = resp_template(
+            ("GET", SLOT), ("LRANGE", SLOT, 0, last), ("SMEMBERS", SLOT)
+        )
+        self._session_reads = resp_template(("LRANGE", SLOT, 0, last), ("SMEMBERS", SLOT))
         gateway.on_round_trip = metrics.round_trips.inc
         gateway.on_failure = metrics.redis_failures.inc
         half_floats()  # the score table, built before gunicorn forks: its pages are shared
@@ -92,14 +105,19 @@ class Engine:
 
     def _fetch(self, commands=None) -> tuple[Snapshot, list, bool]:
         """One round trip: ``MGET current rules-generation`` plus ``commands(snapshot)``
-        (a list of command tuples). Returns ``(snapshot, their replies, degraded)``."""
+        (a list of command tuples, or ``Packed``). Returns ``(snapshot, their
+        replies, degraded)``."""
         snap = self.snapshot
         pointer = self._pointer
         for _ in range(3):
             try:
-                extra = commands(snap) if snap is not None and commands is not None else []
-                packed = pointer + pack_commands(extra) if extra else pointer
-                out = self.gateway.fetch_packed(packed, 1 + len(extra))
+                extra = commands(snap) if snap is not None and commands is not None else None
+                if isinstance(extra, Packed):
+                    out = self.gateway.fetch_packed(pointer + extra.data, 1 + extra.n_commands)
+                elif extra:
+                    out = self.gateway.fetch_packed(pointer + pack_commands(extra), 1 + len(extra))
+                else:
+                    out = self.gateway.fetch_packed(pointer, 1)
                 current, generation = out[0]
                 if generation != self._rules_generation:
                     self._reload_rules(generation)
@@ -177,23 +195,16 @@ class Engine:
     def recommend(self, visitor: Visitor, place: Placement) -> ListAnswer:
         """The visitor's list: personalized, else session, else popular (see module doc)."""
         keys, seeds_n = self.keys, self.config.session_seeds
+        user_id, session_id = visitor.user_id, visitor.session_id
 
-        last = max(seeds_n - 1, 0)
-
-        def commands(snap):
-            out = []
-            if visitor.user_id:
-                out += [
-                    ("GET", keys.user(snap.version, visitor.user_id)),
-                    ("LRANGE", keys.recent_views(visitor.user_id), 0, last),
-                    ("SMEMBERS", keys.bought(visitor.user_id)),
-                ]
-            if visitor.session_id:
-                out += [
-                    ("LRANGE", keys.session_views(visitor.session_id), 0, last),
-                    ("SMEMBERS", keys.session_bought(visitor.session_id)),
-                ]
-            return out
+        def commands(snap) -> Packed | None:
+            if user_id:
+                reads = self._customer_reads(*keys.customer(snap.version, user_id))
+                if not session_id:
+                    return reads
+                more = self._session_reads(*keys.session(session_id))
+                return Packed(reads.data + more.data, reads.n_commands + more.n_commands)
+            return self._session_reads(*keys.session(session_id)) if session_id else None
 
         snap, replies, degraded = self._fetch(commands)
         candidates, views, bought = None, [], []

@@ -94,6 +94,23 @@ def test_keys_refuse_ids_that_could_address_other_keys():
         Keys("two words")
 
 
+def test_a_requests_keys_at_once_are_the_same_names_and_checked_the_same():
+    keys, v = Keys("shop1"), "20240101T000000-abcdef"
+    assert keys.customer(v, "u42") == (
+        keys.user(v, "u42"),
+        keys.recent_views("u42"),
+        keys.bought("u42"),
+    )
+    assert keys.session("s1") == (keys.session_views("s1"), keys.session_bought("s1"))
+    for bad in ("u:42", "u 42", "*", ""):
+        with pytest.raises(ValueError):
+            keys.customer(v, bad)
+        with pytest.raises(ValueError):
+            keys.session(bad)
+    with pytest.raises(ValueError):
+        keys.customer("20240101", "u42")
+
+
 def test_publish_writes_a_snapshot_that_equals_the_model(shop, env):
     client, keys = env
     out = publish(shop, n=50, k_similar=10, progress=False)

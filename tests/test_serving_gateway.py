@@ -9,7 +9,15 @@ import redis
 from serving_fixtures import RedisProcess
 
 from recsys.snapshots.keys import Keys
-from serving.gateway import RedisGateway, RedisUnavailable, open_client
+from serving.gateway import (
+    SLOT,
+    Packed,
+    RedisGateway,
+    RedisUnavailable,
+    open_client,
+    pack_commands,
+    resp_template,
+)
 
 
 @pytest.fixture
@@ -110,3 +118,33 @@ def test_a_forked_child_talks_to_redis_on_its_own_connection(redis_url):
     assert child_id not in (parent_id, -1)
     # the parent's connection is untouched by the child
     assert gateway.fetch([("CLIENT", "ID")])[0] == parent_id
+
+
+def test_a_template_packs_what_the_general_packer_packs():
+    template = resp_template(("GET", SLOT), ("LRANGE", SLOT, 0, 4), ("HGET", "h%s", SLOT))
+    keys = ("p:v:1:u:C1", "p:live:views:C1", "f")
+    packed = template(*keys)
+    expected = [("GET", keys[0]), ("LRANGE", keys[1], 0, 4), ("HGET", "h%s", keys[2])]
+    assert packed == Packed(pack_commands(expected), 3)
+    # text that is not ASCII: lengths count bytes, as the general packer does
+    wide = template("ключ", "b", "c")
+    assert wide.data == pack_commands(
+        [("GET", "ключ"), ("LRANGE", "b", 0, 4), ("HGET", "h%s", "c")]
+    )
+    assert b"$8\r\n" + "ключ".encode() in wide.data
+    with pytest.raises(ValueError):
+        resp_template(("GET", b"raw"))
+
+
+def test_template_packed_reads_round_trip(redis_url, prefix):
+    client = redis.Redis.from_url(redis_url)
+    client.rpush(f"{prefix}:l", "a", "b", "c")
+    client.sadd(f"{prefix}:s", "x")
+    gateway = _gateway(redis_url)
+    try:
+        reads = resp_template(("LRANGE", SLOT, 0, 1), ("SMEMBERS", SLOT))(
+            f"{prefix}:l", f"{prefix}:s"
+        )
+        assert gateway.fetch_packed(*reads) == [[b"a", b"b"], [b"x"]]
+    finally:
+        client.delete(f"{prefix}:l", f"{prefix}:s")

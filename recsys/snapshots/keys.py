@@ -115,6 +115,20 @@ class Keys:
         """Set of the item ids a customer bought since the snapshot."""
         return f"{self.prefix}:live:bought:{_checked_id(user_id)}"
 
+    def customer(self, version: str, user_id: str) -> tuple[str, str, str]:
+        """What a recommendation reads for one customer: ``user`` (candidates),
+        ``recent_views`` and ``bought``, the id checked once."""
+        uid = _checked_id(user_id)
+        live = f"{self.prefix}:live:"
+        return f"{self._v(version)}:u:{uid}", f"{live}views:{uid}", f"{live}bought:{uid}"
+
+    def session(self, session_id: str) -> tuple[str, str]:
+        """What a recommendation reads for one session: ``session_views`` and
+        ``session_bought``, the id checked once."""
+        sid = _checked_id(session_id)
+        live = f"{self.prefix}:live:"
+        return f"{live}session-views:{sid}", f"{live}session-bought:{sid}"
+
     def session_views(self, session_id: str) -> str:
         """List of the item ids an (anonymous) session viewed last (newest first)."""
         return f"{self.prefix}:live:session-views:{_checked_id(session_id)}"
