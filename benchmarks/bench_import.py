@@ -31,8 +31,12 @@ def _child_import(fmt: str, src: str, out: str) -> dict:
     started = time.perf_counter()
     summary = import_source(DataStore(out), fmt, src, progress=False).as_dict()
     seconds = time.perf_counter() - started
-    return {"rows_read": summary["rows_read"], "accepted": summary["accepted"],
-            "seconds": seconds, "rows_per_second": summary["rows_read"] / seconds}
+    return {
+        "rows_read": summary["rows_read"],
+        "accepted": summary["accepted"],
+        "seconds": seconds,
+        "rows_per_second": summary["rows_read"] / seconds,
+    }
 
 
 def _child_read(fmt: str, src: str, out: str) -> dict:
@@ -57,7 +61,9 @@ def _child(kind: str, fmt: str, src: str, out: str) -> None:
 def _run(kind: str, fmt: str, src: Path, out: Path) -> dict:
     done = subprocess.run(
         [sys.executable, __file__, "--child", kind, fmt, str(src), str(out)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -112,8 +118,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.online_retail:
-            results.append(_case("online-retail", "online-retail", args.online_retail, work,
-                                 args.repeats))
+            results.append(
+                _case("online-retail", "online-retail", args.online_retail, work, args.repeats)
+            )
         if args.shop:
             events = work / "events.parquet"
             _export_events(args.shop, events)

@@ -271,8 +271,9 @@ def test_evaluate_excludes_a_given_matrix_instead_of_the_train_rows():
     # exclude only what was "bought": u0 item 1, u1 nothing, u2 items 2 and 0, u4 item 0
     bought = _rows([[1], [], [2, 0], [], [0]], n_items=6)
     model = FixedScoreRecommender(SCORES)
-    result = evaluate(model, EVAL_TRAIN, EVAL_TEST, k=1, ks=(5,), batch_size=3,
-                      progress=False, exclude=bought)
+    result = evaluate(
+        model, EVAL_TRAIN, EVAL_TEST, k=1, ks=(5,), batch_size=3, progress=False, exclude=bought
+    )
     # rankings: u0 [0 2 3 4 5], u1 [5 4 3 2 1], u2 [3 1 4 5 -], u4 [1 2 3 4 5]
     table = result.per_user.set_index("user")
     assert table["mrr@5"].tolist() == [0.0, 0.0, 1.0, 1 / 4]
