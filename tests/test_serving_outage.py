@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -117,3 +119,29 @@ def test_a_process_that_never_reached_redis_answers_503_json(server):
     assert response.get_json()["error"]["code"] == "unavailable"
     assert client.get("/readyz").status_code == 503
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_frozen_redis_times_out_into_degraded_answers_then_recovers(server):
+    """SIGSTOP: the socket stays open but nothing answers (a hung server, a long
+    fork); each request must give up after the read timeout, not wait for ever."""
+    keys = Keys("frozen")
+    write_shop(redis.Redis.from_url(server.url), keys)
+    app = create_app(make_config(server.url, keys.prefix, redis_timeout_s=0.2))
+    client = app.test_client()
+    assert client.get(QUERIES[0]).get_json()["source"] == "personalized"
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        answers = [client.get(query) for query in QUERIES]
+        # a few timeouts of 0.2 s at most (then the breaker answers at once);
+        # the bound only tells "gave up" from "hung"
+        assert time.monotonic() - started < 5
+        assert [a.status_code for a in answers] == [200] * len(QUERIES)
+        assert all(a.get_json()["degraded"] is True for a in answers)
+        assert ids_of(answers[0].get_json()) == ["a1", "a0", "a2", "b0"]  # GB's popular list
+        assert client.get("/readyz").status_code == 503
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    assert _wait(lambda: not client.get(QUERIES[0]).get_json()["degraded"])
+    body = client.get(QUERIES[0]).get_json()
+    assert body["source"] == "personalized" and ids_of(body) == ["a0", "a1", "a2", "a3"]
