@@ -495,6 +495,10 @@ def main() -> None:
             "recommendations_rps_median": reco_rps,
             "healthz_rps_median": health_rps,
             "throughput_ratio": round(reco_rps / health_rps, 3),
+            # each repeat's two runs back to back: how much the ratio itself moves
+            "throughput_ratio_per_repeat": [
+                round(r["rps"] / h["rps"], 3) for r, h in zip(reco_runs, health_runs, strict=True)
+            ],
             "healthz_static_rps": [r["rps"] for r in static_runs],
             "healthz_static_rps_median": static_rps,
             "throughput_ratio_vs_static": round(reco_rps / static_rps, 3),
