@@ -76,11 +76,11 @@ class Keys:
 
     def user(self, version: str, user_id: str) -> str:
         """Packed candidates of one customer."""
-        return f"{self._v(version)}:u:{_checked_id(user_id)}"
+        return self._users(version) + _checked_id(user_id)
 
     def users(self, version: str, user_ids) -> list[str]:
         """Keys of many customers (ids checked at once)."""
-        base = f"{self._v(version)}:u:"
+        base = self._users(version)
         return [base + _checked_id(u) for u in user_ids]
 
     def similar(self, version: str, item_index: int) -> str:
@@ -109,33 +109,31 @@ class Keys:
     # -- live state (not versioned: it outlives snapshots) -------------------------
     def recent_views(self, visitor: str) -> str:
         """List of the item ids a customer viewed last (newest first)."""
-        return f"{self.prefix}:live:views:{_checked_id(visitor)}"
+        return self._live("views", _checked_id(visitor))
 
     def bought(self, user_id: str) -> str:
         """Set of the item ids a customer bought since the snapshot."""
-        return f"{self.prefix}:live:bought:{_checked_id(user_id)}"
+        return self._live("bought", _checked_id(user_id))
 
     def customer(self, version: str, user_id: str) -> tuple[str, str, str]:
         """What a recommendation reads for one customer: ``user`` (candidates),
         ``recent_views`` and ``bought``, the id checked once."""
         uid = _checked_id(user_id)
-        live = f"{self.prefix}:live:"
-        return f"{self._v(version)}:u:{uid}", f"{live}views:{uid}", f"{live}bought:{uid}"
+        return self._users(version) + uid, self._live("views", uid), self._live("bought", uid)
 
     def session(self, session_id: str) -> tuple[str, str]:
         """What a recommendation reads for one session: ``session_views`` and
         ``session_bought``, the id checked once."""
         sid = _checked_id(session_id)
-        live = f"{self.prefix}:live:"
-        return f"{live}session-views:{sid}", f"{live}session-bought:{sid}"
+        return self._live("session-views", sid), self._live("session-bought", sid)
 
     def session_views(self, session_id: str) -> str:
         """List of the item ids an (anonymous) session viewed last (newest first)."""
-        return f"{self.prefix}:live:session-views:{_checked_id(session_id)}"
+        return self._live("session-views", _checked_id(session_id))
 
     def session_bought(self, session_id: str) -> str:
         """Set of the item ids a session bought (guest checkout)."""
-        return f"{self.prefix}:live:session-bought:{_checked_id(session_id)}"
+        return self._live("session-bought", _checked_id(session_id))
 
     @property
     def event_stream(self) -> str:
@@ -151,6 +149,14 @@ class Keys:
     def rules_generation(self) -> str:
         """Counter bumped on every change of the rules: readers reload when it moves."""
         return f"{self.prefix}:rules-generation"
+
+    def _users(self, version: str) -> str:
+        """The start of a customer's candidates key (the id follows)."""
+        return f"{self._v(version)}:u:"
+
+    def _live(self, kind: str, checked_id: str) -> str:
+        """A live-state key of an already checked id."""
+        return f"{self.prefix}:live:{kind}:{checked_id}"
 
     def _v(self, version: str) -> str:
         if not VERSION_PATTERN.match(version):
