@@ -14,7 +14,8 @@ see the same machine at nearly the same moments.
 Reported per version: median requests per second of each endpoint, the ratio
 of the medians, the ratios of every repeat; and the paired difference of the
 repeat ratios (new - base): median, how many repeats favour ``new``, and a
-95 % bootstrap interval of the mean difference (``scipy.stats.bootstrap``)::
+95 % bootstrap interval of the mean difference
+(``recsys.evaluation.compare.paired_bootstrap``)::
 
     git worktree add /tmp/base <commit>
     python benchmarks/bench_serving_ab.py --data shop --base /tmp/base --repeats 16 --json
@@ -32,7 +33,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import (  # noqa: E402
@@ -140,14 +140,14 @@ def summarize(rps: dict, args, non_2xx: int) -> dict:
             "ratio": round(statistics.median(rec) / statistics.median(health), 3),
             "ratio_per_repeat": [round(float(r), 3) for r in ratios[name]],
         }
+    from recsys.evaluation.compare import paired_bootstrap
+
     diff = ratios["new"] - ratios["base"]
-    interval = scipy.stats.bootstrap(
-        (diff,), np.mean, confidence_level=0.95, n_resamples=2_000, random_state=0
-    ).confidence_interval
+    paired = paired_bootstrap(ratios["new"], ratios["base"])
     out["new_minus_base"] = {
         "median": round(float(np.median(diff)), 3),
-        "mean": round(float(diff.mean()), 3),
-        "mean_ci95": [round(float(interval.low), 3), round(float(interval.high), 3)],
+        "mean": round(paired.mean, 3),
+        "mean_ci95": [round(paired.low, 3), round(paired.high, 3)],
         "new_ahead": int((diff > 0).sum()),
     }
     out["workers"] = args.workers or "recsys serve's default"
