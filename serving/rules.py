@@ -27,7 +27,7 @@ GLOBAL = "_"
 MAX_PINNED = 50
 MAX_BOOSTED = 1_000
 MAX_FACTOR = 100.0
-_MARKET = re.compile(r"^([A-Z]{2}|_)$")
+_MARKET = re.compile(r"^([A-Z]{2}|_)\Z")
 
 
 class RulesError(ValueError):

@@ -209,6 +209,7 @@ def test_guest_purchase_is_excluded_for_its_session(client):
         ({"type": "click", "user_id": "u", "item_id": "a1"}, "type must be"),
         ({"type": {}, "user_id": "u", "item_id": "a1"}, "type must be"),
         ({"type": "view", "user_id": "u:1", "item_id": "a1"}, "user_id"),
+        ({"type": "view", "user_id": "u", "item_id": "a1\n"}, "item_id"),
         ({"type": "view", "item_id": "a1"}, "user_id or session_id"),
         ({"type": "view", "user_id": "u", "item_id": "a1", "price": 3}, "currency"),
         ({"type": "view", "user_id": "u", "item_id": "a1", "price": 10**400}, "price"),
@@ -245,6 +246,13 @@ def test_event_batch_and_body_size_limits(shop):
         "/v1/events", data="not json", headers={**AUTH, "Content-Type": "application/json"}
     )
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_json"
+    nested = "[" * 100_000 + "]" * 100_000  # 200 kB, under the size limit: too deep to parse
+    for method, path in (("post", "/v1/events"), ("put", "/v1/admin/rules/GB")):
+        response = getattr(client, method)(
+            path, data=nested, headers={**AUTH, "Content-Type": "application/json"}
+        )
+        assert response.status_code == 400, path
+        assert response.get_json()["error"]["code"] == "bad_json"
 
 
 def test_write_and_admin_endpoints_need_the_api_key(client, shop):
@@ -277,6 +285,7 @@ def test_write_and_admin_endpoints_need_the_api_key(client, shop):
         "user_id=a:b",
         "user_id=" + "u" * 65,
         "user_id=a%20b",
+        "user_id=alice%0A",  # a trailing newline: "$" would let it through
         "session_id=*",
         "session_items=a0,b:1",
         "exclude=" + ",".join(f"x{i}" for i in range(101)),
@@ -307,6 +316,12 @@ def test_bad_ids_in_paths_and_unknown_routes_are_json(client):
     assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "bad_rules"
     bad = client.put("/v1/admin/rules/XX", json={}, headers=AUTH)
     assert bad.status_code == 400
+    # a newline in a path id: no route matches it
+    assert get(client, "/v1/items/a1%0A/similar", status=404)["error"]["code"] == "not_found"
+    bad = client.put("/v1/admin/rules/GB%0A", json={}, headers=AUTH)
+    assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "bad_rules"
+    bad = client.put("/v1/admin/rules/GB", json={"pinned": ["a1\n"]}, headers=AUTH)
+    assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "bad_rules"
 
 
 # -- snapshots, round trips, health ----------------------------------------------------
@@ -365,7 +380,7 @@ def test_before_the_first_publish_lists_are_503_and_readyz_says_so(redis_url):
 def test_keys_refuse_new_live_key_names_with_bad_ids():
     keys = Keys("p")
     assert keys.session_views("s1") == "p:live:session-views:s1"
-    for bad in ("a:b", "a b", ""):
+    for bad in ("a:b", "a b", "", "s1\n"):
         with pytest.raises(ValueError):
             keys.session_views(bad)
         with pytest.raises(ValueError):

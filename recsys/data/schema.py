@@ -18,7 +18,7 @@ EVENT_TYPES: tuple[str, ...] = ("view", "add_to_cart", "purchase", "refund", "ra
 #: Identifiers (user, item, session) are printable ASCII without whitespace,
 #: quotes or the Redis key separator ``:``; at most 64 characters. This keeps
 #: every id safe to embed in file names, URLs and key names.
-ID_PATTERN = re.compile(r"^[A-Za-z0-9._@+\-/#]{1,64}$")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9._@+\-/#]{1,64}\Z")
 
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
 

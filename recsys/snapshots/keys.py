@@ -19,9 +19,9 @@ from recsys.data.schema import ID_PATTERN
 
 PREFIX_ENV = "RECSYS_REDIS_PREFIX"
 DEFAULT_PREFIX = "recsys"
-VERSION_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{6}$")
-_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")
-_COUNTRY_PATTERN = re.compile(r"^[A-Z]{2}$")
+VERSION_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{6}\Z")
+_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,40}\Z")
+_COUNTRY_PATTERN = re.compile(r"^[A-Z]{2}\Z")
 
 
 @dataclass(frozen=True)

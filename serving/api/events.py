@@ -29,7 +29,10 @@ def json_body():
     """The request's JSON body, or a 400 / 415."""
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send JSON (Content-Type: application/json)")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser goes (silent covers ValueError only)
+        body = None
     if body is None:
-        raise ApiError(400, "bad_json", "the body is not valid JSON")
+        raise ApiError(400, "bad_json", "the body is not valid JSON (or nested too deeply)")
     return body
