@@ -225,6 +225,7 @@ class Engine:
         blocked = (
             {b.decode() for b in bought} | set(visitor.exclude) if bought or visitor.exclude else ()
         )
+        user_known = bool(candidates) if not degraded else None
         builder, market = self._builder(snap, place, blocked, diversity=True)
         if builder is not None:
             pinned, _ = self._market_rules(snap, place.country)
@@ -232,10 +233,14 @@ class Engine:
             if candidates:
                 builder.add_packed(candidates, "personalized")
             if seeds and not builder.full:
-                builder.add(*self._session(snap, seeds), "session")
+                session = self._session(snap, seeds)
+                if session is None:  # Redis failed for the seeds' lists: popular instead
+                    degraded = True
+                else:
+                    builder.add(*session, "session")
             self._popular_chain(builder, snap, place)
         answer = self._answer(snap, builder, market, place, degraded, "recommendations")
-        answer.meta["user_known"] = bool(candidates) if not degraded else None
+        answer.meta["user_known"] = user_known
         return answer
 
     def similar(self, item_id: str, place: Placement, exclude: list[str]) -> ListAnswer:
@@ -311,12 +316,17 @@ class Engine:
         return builder, market
 
     def _session(self, snap: Snapshot, seeds: list[int]):
+        """Items similar to the seeds, ranked; None when their lists are not cached
+        and Redis does not answer."""
         if snap.similar_ids is not None:
             rows = snap.similar_ids[seeds], snap.similar_scores[seeds]
         else:  # catalog too large to cache: a second round trip for the seeds' lists
-            blobs = self.gateway.fetch(
-                [("MGET", *(self.keys.similar(snap.version, s) for s in seeds))]
-            )[0]
+            try:
+                blobs = self.gateway.fetch(
+                    [("MGET", *(self.keys.similar(snap.version, s) for s in seeds))]
+                )[0]
+            except RedisUnavailable:
+                return None
             width = max([1, *(len(b) // 6 for b in blobs if b)])
             ids = np.full((len(seeds), width), -1, dtype=np.int64)
             scores = np.zeros((len(seeds), width), dtype=np.float32)
