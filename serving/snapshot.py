@@ -66,7 +66,7 @@ class Snapshot:
     similar_scores: np.ndarray | None
     loaded_at: float = field(default_factory=time.time)
     fragments: Fragments | None = None
-    _category_masks: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
+    _category_masks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _flags: dict[tuple, bytes | None] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -74,6 +74,7 @@ class Snapshot:
             self.fragments = Fragments(self.item_ids, self.categories, self.item_category)
         #: category index per item as a list (what the list builder reads per item)
         self.item_category_list: list[int] = self.item_category.tolist()
+        self._category_set = frozenset(self.categories)
 
     @property
     def n_items(self) -> int:
@@ -97,17 +98,20 @@ class Snapshot:
             return None
 
     def category_mask(self, name: str) -> np.ndarray | None:
-        """Items in category ``name`` or any of its sub-categories (None: unknown name)."""
-        if name not in self._category_masks:
+        """Items in category ``name`` or any of its sub-categories (None: unknown name).
+
+        Masks of known names are cached; unknown names are not (any visitor can
+        send any name: the cache would grow without bound)."""
+        mask = self._category_masks.get(name)
+        if mask is None:
+            if name not in self._category_set:
+                return None
             names = np.asarray(self.categories, dtype=object)
-            if name not in self.categories:
-                self._category_masks[name] = None
-            else:
-                inside = np.flatnonzero(
-                    (names == name) | np.char.startswith(names.astype(str), name + " > ")
-                )
-                self._category_masks[name] = np.isin(self.item_category, inside)
-        return self._category_masks[name]
+            inside = np.flatnonzero(
+                (names == name) | np.char.startswith(names.astype(str), name + " > ")
+            )
+            mask = self._category_masks[name] = np.isin(self.item_category, inside)
+        return mask
 
     def eligibility_flags(
         self, market: Market | None, category: str | None, in_category: np.ndarray | None

@@ -123,6 +123,15 @@ def test_category_filter_includes_sub_categories_and_unknown_category_is_empty(c
     assert get(client, "/v1/recommendations?country=DE&category=Toys")["items"] == []
 
 
+def test_unknown_category_names_are_not_cached(app, client):
+    get(client, "/v1/popular?country=GB&category=Home")
+    snapshot = app.extensions["recsys"].snapshot
+    cached = dict(snapshot._category_masks)
+    for i in range(50):  # any visitor can send any name: none of them may stay in memory
+        assert get(client, f"/v1/popular?country=GB&category=made-up-{i}")["items"] == []
+    assert snapshot._category_masks.keys() == cached.keys() == {"Home"}
+
+
 def test_exclude_parameter_and_purchases_are_never_listed(client, shop):
     body = get(client, "/v1/recommendations?user_id=alice&country=DE&n=4&exclude=a0,a2")
     assert ids_of(body) == ["a1", "a3", "a4", "a5"]
