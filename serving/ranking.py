@@ -174,7 +174,8 @@ class ListBuilder:
         factors = [get(i, 1.0) for i in ids]
         if all(f == 1.0 for f in factors):
             return ids, scores
-        boosted = [s * f for s, f in zip(scores, factors, strict=True)]
+        # a factor > 1 lifts whatever the score's sign (factor models score below zero)
+        boosted = [s * f if s >= 0 else s / f for s, f in zip(scores, factors, strict=True)]
         order = sorted(range(len(ids)), key=boosted.__getitem__, reverse=True)  # stable
         return [ids[j] for j in order], [boosted[j] for j in order]
 

@@ -3,7 +3,8 @@
 A market's rules are ``{"pinned": [item ids], "boost": {item id: factor}}``;
 the market ``_`` applies everywhere. Pinned items open the list (market
 first, then ``_``) when they are eligible; a boost multiplies an item's
-score in any list it appears in (factor > 1 lifts, < 1 sinks).
+score in any list it appears in (factor > 1 lifts, < 1 sinks; a negative
+score, as factor models give, is divided by it instead).
 
 Rules come from a JSON file (``{"GB": {...}, "_": {...}}``, read at start)
 and from the admin endpoint, which stores them in Redis (hash

@@ -88,6 +88,14 @@ def test_boost_reorders_a_source_stably():
     assert [round(s, 6) for _, s, _ in b.picks] == [1.2, 0.9, 0.5, 0.25]
 
 
+def test_boost_lifts_and_sinks_negative_scores_too():
+    # factor models (ALS, BPR) and their similar lists score below zero as well
+    b = ListBuilder(n=4, eligibility=Eligibility(), item_category=CATEGORY, boost={2: 10.0, 0: 0.1})
+    b.add([0, 1, 2, 3], [-0.1, -0.2, -0.3, -0.4], "personalized")
+    assert _ids(b) == [2, 1, 3, 0]  # 2: -0.03 first; 0 sunk to -1.0, last
+    assert [round(s, 6) for _, s, _ in b.picks] == [-0.03, -0.2, -0.4, -1.0]
+
+
 def test_query_parsing_equals_urllib():
     from urllib.parse import parse_qs
 
