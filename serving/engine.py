@@ -153,7 +153,7 @@ class Engine:
                 return self.snapshot
             snap = load_snapshot(self.gateway, version, self.config.cache_similar_max_items)
             self.snapshot = snap
-            self._resolved.clear()
+            self._resolved = {}
             self.metrics.snapshot_loads.inc()
             self.metrics.snapshot_loaded.set(snap.loaded_at)
             log.info("loaded snapshot %s (%d items)", version, snap.n_items)
@@ -175,7 +175,9 @@ class Engine:
                 rules[market] = parsed
         self.redis_rules = rules
         self._rules_generation = generation
-        self._resolved.clear()
+        # a new dict, not clear(): a request still resolving the old rules writes
+        # into the old one, which nothing reads any more
+        self._resolved = {}
 
     def rules(self) -> dict[str, MarketRules]:
         """Every market's rules in force: the file's, replaced per market by Redis'."""
@@ -183,12 +185,13 @@ class Engine:
 
     def _market_rules(self, snap: Snapshot, country: str | None) -> tuple[np.ndarray, dict]:
         key = (snap.version, country)
-        found = self._resolved.get(key)
+        resolved = self._resolved  # before the rules: see _reload_rules
+        found = resolved.get(key)
         if found is None:
             rules = merged(self.rules(), country)
             pinned = np.asarray(snap.indices(rules.pinned), dtype=np.int64)
             boost = {snap.index[i]: f for i, f in rules.boost.items() if i in snap.index}
-            found = self._resolved[key] = (pinned, boost)
+            found = resolved[key] = (pinned, boost)
         return found
 
     # -- lists ---------------------------------------------------------------------
@@ -420,7 +423,7 @@ class Engine:
 
         def build(pipe):
             pipe.delete(key)
-            if rules is not None and not rules.empty:
+            if rules is not None:  # empty rules too: they replace the file's for the market
                 pipe.hset(key, mapping=encode_rules(rules))
             pipe.incr(self.keys.rules_generation)
 

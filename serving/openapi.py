@@ -169,7 +169,7 @@ DOCUMENT = {
                 "responses": {"200": {"description": "Stored"}, "400": ERROR, "401": ERROR},
             },
             "delete": {
-                "summary": "Remove a market's stored rules",
+                "summary": "Remove a market's stored rules (the rules file's apply again)",
                 "security": SECURED,
                 "parameters": [
                     {"name": "market", "in": "path", "required": True, "schema": {"type": "string"}}

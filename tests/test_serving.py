@@ -171,6 +171,35 @@ def test_rules_file_applies_and_every_worker_sees_stored_rules(shop, tmp_path):
     assert ids_of(get(second, "/v1/popular?country=DE&n=2")) == ["b1", "b0"]
     first.put("/v1/admin/rules/DE", json={"pinned": ["b2"]}, headers=AUTH)
     assert ids_of(get(second, "/v1/popular?country=DE&n=2")) == ["b2", "b1"]
+    # stored empty rules replace the file's for their market (b1 no longer sunk in
+    # DE; the file's global pin stays); deleting them brings the file's back
+    assert first.put("/v1/admin/rules/DE", json={}, headers=AUTH).status_code == 200
+    assert ids_of(get(first, "/v1/popular?country=DE&n=3")) == ["a4", "b1", "b0"]
+    assert first.delete("/v1/admin/rules/DE", headers=AUTH).status_code == 200
+    assert ids_of(get(first, "/v1/popular?country=DE&n=3")) == ["a4", "b0", "a0"]
+
+
+def test_rules_that_change_while_a_request_resolves_them_are_not_kept_stale(app, client, shop):
+    url, redis_client, keys, _ = shop
+    engine = app.extensions["recsys"]
+    assert ids_of(get(client, "/v1/popular?country=DE&n=2")) == ["b1", "b0"]
+    admin = create_app(make_config(url, keys.prefix)).test_client()  # another worker
+    read_rules = engine.rules
+
+    def rules_read_before_a_reload():
+        # thread A reads the rules; then thread B stores and loads new ones
+        old = read_rules()
+        admin.put("/v1/admin/rules/DE", json={"pinned": ["b2"]}, headers=AUTH)
+        engine._reload_rules(redis_client.get(keys.rules_generation))
+        return old
+
+    engine.rules = rules_read_before_a_reload
+    try:
+        engine._resolved = {}  # resolve again, through the interleaving above
+        get(client, "/v1/popular?country=DE&n=2")  # the request in flight: either is fine
+    finally:
+        engine.rules = read_rules
+    assert ids_of(get(client, "/v1/popular?country=DE&n=2")) == ["b2", "b1"]
 
 
 def test_similar_items_are_market_eligible_and_fall_back_for_unknown_items(client):
