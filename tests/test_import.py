@@ -272,3 +272,22 @@ def test_customers_reasons_consent_and_attributes(store, tmp_path):
     customers = store.read("customers").set_index("user_id")
     assert customers["email_consent"].to_dict() == {"u1": True, "u2": False, "u3": False}
     assert json.loads(customers.loc["u1", "attributes"]) == {"tier": "gold"}
+
+
+def test_timestamps_finer_than_milliseconds_are_cut_to_milliseconds(store, tmp_path):
+    rows = [
+        "2024-03-01T10:00:00.123456Z,u1,,i1,view,,,,,",  # Python's isoformat(): microseconds
+        "2024-03-01T10:00:01.987654321+01:00,u1,,i1,view,,,,,",  # nanoseconds, with offset
+        "2024-03-01 10:00:02.5555555,u1,,i1,view,,,,,",  # naive
+        "1709287323.1234567,u1,,i1,view,,,,,",  # epoch seconds with a fraction
+    ]
+    src = write(tmp_path / "e.csv", [EVENTS_HEADER, *rows])
+    out = import_source(store, "events", src, progress=False).as_dict()
+    assert out["accepted"] == len(rows) and out["rejected"] == {}
+    stamps = sorted(store.read("events")["timestamp"].astype(str))
+    assert stamps == [
+        "2024-03-01 09:00:01.987+00:00",
+        "2024-03-01 10:00:00.123+00:00",
+        "2024-03-01 10:00:02.555+00:00",
+        "2024-03-01 10:02:03.123+00:00",
+    ]

@@ -92,18 +92,24 @@ def parse_timestamp(values: pd.Series, tz: str = "UTC") -> tuple[pd.Series, np.n
     is_epoch = numeric.notna().to_numpy()
     parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ms, UTC]")
     if is_epoch.any():
-        parsed[is_epoch] = pd.to_datetime(numeric[is_epoch], unit="s", utc=True)
+        parsed[is_epoch] = _ms(pd.to_datetime(numeric[is_epoch], unit="s", utc=True))
     rest = ~is_epoch & ~blank(values)
     has_offset = values.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).to_numpy(bool)
     aware, naive = rest & has_offset, rest & ~has_offset
     if aware.any():
-        parsed[aware] = pd.to_datetime(text[aware], errors="coerce", format="ISO8601", utc=True)
+        sub = pd.to_datetime(text[aware], errors="coerce", format="ISO8601", utc=True)
+        parsed[aware] = _ms(sub)
     if naive.any():
         sub = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
         sub = sub.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward")
-        parsed[naive] = sub.dt.tz_convert("UTC")
+        parsed[naive] = _ms(sub.dt.tz_convert("UTC"))
     bad = parsed.isna().to_numpy() & ~blank(values)
     return parsed, bad
+
+
+def _ms(stamps: pd.Series) -> pd.Series:
+    """Timestamps cut to milliseconds (the stored precision), rounding towards the past."""
+    return stamps.dt.floor("ms").dt.as_unit("ms")
 
 
 def parse_bool(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
