@@ -291,3 +291,17 @@ def test_timestamps_finer_than_milliseconds_are_cut_to_milliseconds(store, tmp_p
         "2024-03-01 10:00:02.555+00:00",
         "2024-03-01 10:02:03.123+00:00",
     ]
+
+
+def test_epoch_numbers_out_of_range_are_bad_timestamps_not_a_crash(store, tmp_path):
+    rows = [
+        "1709287320.123,u1,,i1,view,,,,,",  # seconds: accepted
+        "1709287320000,u1,,i2,view,,,,,",  # milliseconds: year 56,000
+        "1e20,u1,,i3,view,,,,,",
+        "inf,u1,,i4,view,,,,,",
+        "-1e15,u1,,i5,view,,,,,",
+    ]
+    src = write(tmp_path / "e.csv", [EVENTS_HEADER, *rows])
+    out = import_source(store, "events", src, progress=False).as_dict()
+    assert out["accepted"] == 1 and out["rejected"] == {"bad_timestamp": 4}
+    assert store.read("events")["timestamp"].iloc[0] == pd.Timestamp("2024-03-01T10:02:00.123Z")

@@ -15,6 +15,9 @@ from recsys.data import markets
 from recsys.data.schema import ID_PATTERN
 from recsys.data.store import DataError
 
+#: Unix seconds of 0001-01-01 and of 10000-01-01 (UTC).
+EPOCH_SECONDS = (-62_135_596_800, 253_402_300_800)
+
 
 class Verdicts:
     """The reject reason of each row so far (``None`` = still accepted)."""
@@ -85,15 +88,20 @@ def parse_timestamp(values: pd.Series, tz: str = "UTC") -> tuple[pd.Series, np.n
     """UTC timestamps and the mask of non-empty values that do not parse.
 
     Accepts ISO 8601 text (with or without offset; naive times are in ``tz``)
-    and Unix epoch seconds.
+    and Unix epoch seconds of the years 1..9999.
     """
     text = values.where(values != "")
-    numeric = pd.to_numeric(text, errors="coerce")
-    is_epoch = numeric.notna().to_numpy()
+    numeric = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    is_number = ~np.isnan(numeric)
+    # Epoch seconds of the years ISO 8601 text can hold (0001..9999); a number
+    # outside (epoch milliseconds, 1e20, inf) is a bad timestamp, not year 56000.
+    with np.errstate(invalid="ignore"):
+        is_epoch = is_number & (numeric >= EPOCH_SECONDS[0]) & (numeric < EPOCH_SECONDS[1])
     parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ms, UTC]")
     if is_epoch.any():
-        parsed[is_epoch] = _ms(pd.to_datetime(numeric[is_epoch], unit="s", utc=True))
-    rest = ~is_epoch & ~blank(values)
+        ms = np.round(numeric[is_epoch] * 1000).astype("int64")  # nearest ms of a float
+        parsed[is_epoch] = pd.DatetimeIndex(ms.astype("datetime64[ms]")).tz_localize("UTC")
+    rest = ~is_number & ~blank(values)
     has_offset = values.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).to_numpy(bool)
     aware, naive = rest & has_offset, rest & ~has_offset
     if aware.any():
