@@ -305,3 +305,22 @@ def test_epoch_numbers_out_of_range_are_bad_timestamps_not_a_crash(store, tmp_pa
     out = import_source(store, "events", src, progress=False).as_dict()
     assert out["accepted"] == 1 and out["rejected"] == {"bad_timestamp": 4}
     assert store.read("events")["timestamp"].iloc[0] == pd.Timestamp("2024-03-01T10:02:00.123Z")
+
+
+def test_offsets_of_hours_only_are_offsets(store, tmp_path):
+    rows = [
+        "2024-03-01T10:00:00+05,u1,,i1,view,,,,,",
+        "2024-03-01T10:00:00-08,u1,,i2,view,,,,,",
+        "2024-03-01 10:00:00 +0100,u1,,i3,view,,,,,",
+        "2024-03-01,u1,,i4,view,,,,,",  # a date: its -01 is the day, not an offset
+    ]
+    src = write(tmp_path / "e.csv", [EVENTS_HEADER, *rows])
+    out = import_source(store, "events", src, progress=False).as_dict()
+    assert out["accepted"] == len(rows)
+    stamps = store.read("events").set_index("item_id")["timestamp"].astype(str).to_dict()
+    assert stamps == {
+        "i1": "2024-03-01 05:00:00+00:00",
+        "i2": "2024-03-01 18:00:00+00:00",
+        "i3": "2024-03-01 09:00:00+00:00",
+        "i4": "2024-03-01 00:00:00+00:00",
+    }

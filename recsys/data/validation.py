@@ -18,6 +18,10 @@ from recsys.data.store import DataError
 #: Unix seconds of 0001-01-01 and of 10000-01-01 (UTC).
 EPOCH_SECONDS = (-62_135_596_800, 253_402_300_800)
 
+#: A time of day followed by a UTC offset: ``Z``, ``+01:00``, ``+0100`` or ``+01``
+#: (after a time only, so that the ``-01`` of ``2024-03-01`` is no offset).
+OFFSET = r"[T ]\d\d(?::?\d\d){0,2}(?:[.,]\d+)?\s*(?:Z|[+-]\d\d(?::?\d\d)?)$"
+
 
 class Verdicts:
     """The reject reason of each row so far (``None`` = still accepted)."""
@@ -102,7 +106,7 @@ def parse_timestamp(values: pd.Series, tz: str = "UTC") -> tuple[pd.Series, np.n
         ms = np.round(numeric[is_epoch] * 1000).astype("int64")  # nearest ms of a float
         parsed[is_epoch] = pd.DatetimeIndex(ms.astype("datetime64[ms]")).tz_localize("UTC")
     rest = ~is_number & ~blank(values)
-    has_offset = values.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).to_numpy(bool)
+    has_offset = values.str.contains(OFFSET, regex=True).to_numpy(bool)
     aware, naive = rest & has_offset, rest & ~has_offset
     if aware.any():
         sub = pd.to_datetime(text[aware], errors="coerce", format="ISO8601", utc=True)
