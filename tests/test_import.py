@@ -324,3 +324,15 @@ def test_offsets_of_hours_only_are_offsets(store, tmp_path):
         "i3": "2024-03-01 09:00:00+00:00",
         "i4": "2024-03-01 00:00:00+00:00",
     }
+
+
+def test_items_stock_too_large_for_int64_is_a_reject_not_a_crash(store, tmp_path):
+    rows = [
+        "i1,Mug,,,,,DE,EUR,1,1e30",
+        "i2,Cup,,,,,DE,EUR,1,9223372036854775808",
+        "i3,Pot,,,,,DE,EUR,1,7",
+    ]
+    src = write(tmp_path / "items.csv", [ITEMS_HEADER, *rows])
+    out = import_source(store, "items", src, progress=False).as_dict()
+    assert out["accepted"] == 1 and out["rejected"] == {"bad_stock": 2}
+    assert store.read("item_markets")["stock"].tolist() == [7]

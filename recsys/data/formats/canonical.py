@@ -154,7 +154,7 @@ def import_items(src: Path, progress: bool = True) -> Iterator[Batch]:
     v.reject(bad_currency, "bad_currency")
     v.reject(has_market & pd.isna(currency), "missing_currency")
     v.reject(bad_price | (price < 0), "bad_price")
-    v.reject(bad_stock | (stock < 0), "bad_stock")
+    v.reject(bad_stock | (stock < 0) | (stock >= 2.0**63), "bad_stock")  # int64 column
     v.reject(~has_market & (~np.isnan(price) | ~np.isnan(stock)), "price_without_country")
     key = pd.DataFrame({"item": item, "country": pd.Series(country).fillna("")})
     v.reject(_repeated(key, v.accepted), "duplicate_key")
