@@ -336,3 +336,19 @@ def test_items_stock_too_large_for_int64_is_a_reject_not_a_crash(store, tmp_path
     out = import_source(store, "items", src, progress=False).as_dict()
     assert out["accepted"] == 1 and out["rejected"] == {"bad_stock": 2}
     assert store.read("item_markets")["stock"].tolist() == [7]
+
+
+RETAIL_HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
+
+
+def test_imports_that_accept_no_row_keep_their_rejects(store, tmp_path):
+    retail = write(
+        tmp_path / "retail.csv",
+        [RETAIL_HEADER, "536365,POST,POSTAGE,1,2010-12-01 08:26:00,18.0,12583.0,France"],
+    )
+    out = import_source(store, "online-retail", retail, progress=False).as_dict()
+    assert out["rows_read"] == 1 and out["rejected"] == {"non_product": 1}
+    assert len(pd.read_parquet(store.root / out["rejects_file"])) == 1
+    items = write(tmp_path / "items.csv", [ITEMS_HEADER])  # a header and no row
+    out = import_source(store, "items", items, progress=False).as_dict()
+    assert out["rows_read"] == 0 and out["tables"]["items"]["new"] == 0

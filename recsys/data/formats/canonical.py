@@ -166,7 +166,11 @@ def import_items(src: Path, progress: bool = True) -> Iterator[Batch]:
             "title": as_text(column(raw, "title")),
             "category": as_text(column(raw, "category")),
             "brand": as_text(column(raw, "brand")),
-            "tags": column(raw, "tags").map(lambda t: [x for x in t.split("|") if x]),
+            "tags": pd.Series(
+                [[x for x in t.split("|") if x] for t in column(raw, "tags")],
+                index=raw.index,
+                dtype=object,
+            ),
             "created_at": created,
         }
     )[ok]

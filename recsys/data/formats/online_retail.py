@@ -161,7 +161,7 @@ def _items(events: pd.DataFrame, descriptions: pd.Series) -> pd.DataFrame:
     out = first_seen.rename("created_at").to_frame().join(title).reset_index()
     out["category"] = None
     out["brand"] = None
-    out["tags"] = [[] for _ in range(len(out))]
+    out["tags"] = pd.Series([[] for _ in range(len(out))], index=out.index, dtype=object)
     return out
 
 
