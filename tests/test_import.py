@@ -352,3 +352,21 @@ def test_imports_that_accept_no_row_keep_their_rejects(store, tmp_path):
     items = write(tmp_path / "items.csv", [ITEMS_HEADER])  # a header and no row
     out = import_source(store, "items", items, progress=False).as_dict()
     assert out["rows_read"] == 0 and out["tables"]["items"]["new"] == 0
+
+
+def test_a_delimiter_at_the_end_of_every_row_shifts_no_column(store, tmp_path, monkeypatch):
+    monkeypatch.setattr("recsys.data.formats.canonical.CHUNK_ROWS", 2)
+    rows = [f"2024-03-0{d}T10:00:00Z,i{d},view," for d in range(1, 5)] + ["yesterday,i9,view,"]
+    src = write(tmp_path / "e.csv", ["timestamp,item_id,type", *rows])
+    out = import_source(store, "events", src, progress=False).as_dict()
+    assert out["accepted"] == 4 and out["rejected"] == {"bad_timestamp": 1}
+    assert sorted(store.read("events")["item_id"]) == ["i1", "i2", "i3", "i4"]
+    rejects = pd.read_parquet(store.root / out["rejects_file"])
+    assert json.loads(rejects["raw"].iloc[0]) == {
+        "timestamp": "yesterday",  # the rejected row is kept whole
+        "item_id": "i9",
+        "type": "view",
+    }
+    extra = write(tmp_path / "x.csv", ["timestamp,item_id,type", "2024-03-01T10:00:00Z,i1,view,7"])
+    with pytest.raises(DataError, match="the rows have 4 fields but the header names 3"):
+        import_source(store, "events", extra, progress=False)

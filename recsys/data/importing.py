@@ -178,14 +178,38 @@ def read_text_table(
         options.update(csv_options)
         if chunk_rows:
             with pd.read_csv(path, chunksize=chunk_rows, **options) as reader:
-                yield from reader
+                for chunk in reader:
+                    yield _without_implicit_index(chunk, path)
         else:
-            yield pd.read_csv(path, **options)
+            yield _without_implicit_index(pd.read_csv(path, **options), path)
     except (OSError, EOFError, UnicodeDecodeError, ValueError, pa.ArrowException) as exc:
         if isinstance(exc, DataError):
             raise
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: cannot read as CSV or Parquet: {first_line}") from exc
+
+
+def _without_implicit_index(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Undo pandas' implicit index: when the rows have more fields than the header
+    has names (a trailing delimiter on every line), pandas makes the first fields
+    the index and shifts every column by one. Empty extra fields are dropped;
+    extra values are a whole-file error."""
+    if isinstance(frame.index, pd.RangeIndex):
+        return frame
+    fields = pd.concat(
+        [frame.index.to_frame(index=False), frame.reset_index(drop=True)],
+        axis=1,
+        ignore_index=True,
+    )
+    names = len(frame.columns)
+    extra = fields.iloc[:, names:]
+    if (extra.apply(lambda c: c.str.strip()) != "").to_numpy().any():
+        raise DataError(
+            f"{path}: the rows have {fields.shape[1]} fields but the header names {names}"
+        )
+    fields = fields.iloc[:, :names]
+    fields.columns = frame.columns
+    return fields
 
 
 def _is_parquet(path: Path) -> bool:
