@@ -370,3 +370,20 @@ def test_a_delimiter_at_the_end_of_every_row_shifts_no_column(store, tmp_path, m
     extra = write(tmp_path / "x.csv", ["timestamp,item_id,type", "2024-03-01T10:00:00Z,i1,view,7"])
     with pytest.raises(DataError, match="the rows have 4 fields but the header names 3"):
         import_source(store, "events", extra, progress=False)
+
+
+def test_movielens_line_breaks_are_newlines_only(store, tmp_path):
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    (folder / "u.user").write_bytes(b"1|24|M|technician|85711\r\n")
+    genres = "|".join(["0"] * 18 + ["1"])
+    # 0x85 is "..." in cp1252: a title with it is one line, not two
+    (folder / "u.item").write_bytes(
+        f"1|Ghost\x85 (1990)|01-Jan-1990||http://x|{genres}\n".encode("latin-1")
+    )
+    (folder / "u.data").write_bytes(b"1\t1\t4\t881250949\n")
+    out = import_source(store, "movielens", folder, progress=False).as_dict()
+    assert out["files"]["u.item"] == {"rows_read": 1, "accepted": 1, "rejected": 0}
+    assert out["rows_read"] == 3 and out["accepted"] == 3
+    assert store.read("items")["title"].tolist() == ["Ghost\x85 (1990)"]
+    assert store.read("customers")["attributes"].map(json.loads).tolist()[0]["zip_code"] == "85711"

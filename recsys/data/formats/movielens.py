@@ -65,7 +65,9 @@ def import_movielens(src: Path, progress: bool = True) -> Iterator[Batch]:
 def _read(path: Path, sep: str, fields: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
     """Lines split into ``fields``; and the mask of lines with the wrong field count."""
     text = path.read_bytes().decode("latin-1")
-    lines = text.splitlines()
+    # Lines end at "\n" only: str.splitlines() would also break a line at the
+    # latin-1 control characters \x85, \x1c-\x1e, \x0b and \x0c of a title.
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     lines = lines[:-1] if lines and lines[-1] == "" else lines
     parts = [line.split(sep) for line in lines]
     counts = np.array([len(p) for p in parts], dtype=int)
