@@ -387,3 +387,18 @@ def test_movielens_line_breaks_are_newlines_only(store, tmp_path):
     assert out["rows_read"] == 3 and out["accepted"] == 3
     assert store.read("items")["title"].tolist() == ["Ghost\x85 (1990)"]
     assert store.read("customers")["attributes"].map(json.loads).tolist()[0]["zip_code"] == "85711"
+
+
+def test_online_retail_quantities_the_events_table_cannot_hold_are_rejected(store, tmp_path):
+    line = "{inv},85123A,HEART,{qty},2010-12-01 08:26:00,2.55,17850.0,United Kingdom"
+    rows = [
+        line.format(inv="536365", qty=6),
+        line.format(inv="C536366", qty=-2),  # a refund of 2
+        line.format(inv="C536367", qty=0),  # cancels nothing
+        line.format(inv="536368", qty=3_000_000_000),  # beyond int32: was clipped
+    ]
+    src = write(tmp_path / "retail.csv", [RETAIL_HEADER, *rows])
+    out = import_source(store, "online-retail", src, progress=False).as_dict()
+    assert out["rejected"] == {"stock_adjustment": 1, "malformed_row": 1}
+    events = store.read("events").set_index("session_id")
+    assert events["quantity"].to_dict() == {"536365": 6, "C536366": 2}

@@ -81,6 +81,7 @@ def import_online_retail(src: Path, progress: bool = True) -> Iterator[Batch]:
     malformed = (
         bad_qty
         | np.isnan(qty)
+        | (np.abs(qty) > 2**31 - 1)  # the int32 quantity column cannot hold it
         | bad_price
         | np.isnan(price)
         | bad_ts
@@ -103,7 +104,7 @@ def import_online_retail(src: Path, progress: bool = True) -> Iterator[Batch]:
         NON_PRODUCT_PREFIXES
     )
     v.reject(non_product.to_numpy() | bad_ids(code), "non_product")
-    v.reject((qty <= 0) & ~cancelled, "stock_adjustment")
+    v.reject(((qty <= 0) & ~cancelled) | (qty == 0), "stock_adjustment")  # 0: no refund
     v.reject(price <= 0, "zero_price")
     v.reject(bad_country, "bad_country")
     ok = v.accepted
