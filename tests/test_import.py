@@ -402,3 +402,15 @@ def test_online_retail_quantities_the_events_table_cannot_hold_are_rejected(stor
     assert out["rejected"] == {"stock_adjustment": 1, "malformed_row": 1}
     events = store.read("events").set_index("session_id")
     assert events["quantity"].to_dict() == {"536365": 6, "C536366": 2}
+
+
+def test_a_rating_too_large_for_float32_is_a_bad_value_not_inf(store, tmp_path):
+    rows = [
+        "2024-03-01T10:00:00Z,u1,,i1,rating,,,,,1e300",
+        "2024-03-01T10:00:00Z,u1,,i2,rating,,,,,4",
+    ]
+    out = import_source(
+        store, "events", write(tmp_path / "e.csv", [EVENTS_HEADER, *rows]), progress=False
+    ).as_dict()
+    assert out["rejected"] == {"bad_value": 1}
+    assert store.read("events")["value"].tolist() == [4.0]

@@ -108,7 +108,8 @@ def parse_events(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, Verdicts
     v.reject(~np.isnan(price) & pd.isna(currency), "missing_currency")
     v.reject(bad_country, "bad_country")
     is_rating = (etype == "rating").to_numpy()
-    v.reject(bad_value | (is_rating & np.isnan(value)), "bad_value")
+    too_big = np.abs(np.nan_to_num(value)) > np.finfo(np.float32).max  # float32 column: inf
+    v.reject(bad_value | too_big | (is_rating & np.isnan(value)), "bad_value")
 
     events = pd.DataFrame(
         {
@@ -121,7 +122,7 @@ def parse_events(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, Verdicts
             "price": price,
             "currency": currency,
             "country": country,
-            "value": np.where(is_rating, value, np.nan).astype("float32"),
+            "value": np.where(is_rating & ~too_big, value, np.nan).astype("float32"),
         }
     )
     return events, v
