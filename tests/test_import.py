@@ -414,3 +414,31 @@ def test_a_rating_too_large_for_float32_is_a_bad_value_not_inf(store, tmp_path):
     ).as_dict()
     assert out["rejected"] == {"bad_value": 1}
     assert store.read("events")["value"].tolist() == [4.0]
+
+
+def test_two_upserts_of_a_keyed_table_in_one_transaction_keep_one_row_per_key(store):
+    def customer(user: str, email: str) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "user_id": [user],
+                "email": [email],
+                "country": [None],
+                "language": [None],
+                "email_consent": [False],
+                "unsubscribed_at": [pd.NaT],
+                "created_at": [pd.NaT],
+                "attributes": [None],
+            }
+        )
+
+    with store.transaction() as txn:  # e.g. an adapter that yields customers in two batches
+        txn.upsert("customers", customer("u1", "a@shop.example"))
+        txn.upsert("customers", customer("u2", "b@shop.example"))
+        txn.upsert("customers", customer("u1", "c@shop.example"))
+    customers = store.read("customers")
+    assert sorted(customers["user_id"]) == ["u1", "u2"]
+    assert customers.set_index("user_id")["email"].to_dict() == {
+        "u1": "c@shop.example",
+        "u2": "b@shop.example",
+    }
+    assert len(list((store.tables_dir / "customers").glob("*.parquet"))) == 1

@@ -216,7 +216,9 @@ class Transaction:
         else:
             stats.new = len(new)
         merged = merged.drop_duplicates(key, keep="last").sort_values(key, ignore_index=True)
-        self.tables[table] = [p for p in self.tables.get(table, []) if p.get("staged")]
+        # ``merged`` holds every current part, staged ones too (an earlier upsert
+        # of this transaction): it replaces them all, or their rows would repeat.
+        self.tables[table] = []
         self._add_part(spec, to_arrow(spec, merged), None)
         return stats
 
