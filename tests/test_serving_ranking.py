@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.ranking import Eligibility, ListBuilder, eligibility_flags
+from serving.ranking import Eligibility, ListBuilder, eligibility_flags, session_ranking
 
 # items 0..7; categories: 0,0,0,0 | 1,1 | -1 (none) | 1
 CATEGORY = np.array([0, 0, 0, 0, 1, 1, -1, 1])
@@ -174,3 +174,46 @@ def test_query_from_the_wsgi_environ_equals_the_request_parse():
         ).category()
         == "Café"
     )
+
+
+def _session_reference(ids, scores, seeds, decay=0.7):
+    """The definition, written plainly: weighted sums per item, seeds out, best first."""
+    totals: dict[int, float] = {}
+    for row, seed_weight in enumerate(decay ** np.arange(len(seeds), dtype=np.float32)):
+        for item, score in zip(
+            ids[row].tolist(), (scores[row] * seed_weight).tolist(), strict=True
+        ):
+            if item >= 0 and item not in seeds:
+                totals[item] = totals.get(item, 0.0) + score
+    order = sorted(totals, key=lambda i: (-np.float32(totals[i]), i))
+    return order, [np.float32(totals[i]) for i in order]
+
+
+def test_session_ranking_sums_weighted_scores_leaves_seeds_out_and_breaks_ties_by_index():
+    ids = np.array([[4, 2, 9, -1], [2, 4, 7, 1]])
+    scores = np.array([[0.9, 0.5, 0.5, 0.0], [1.0, 0.2, 0.5, 0.3]], dtype=np.float32)
+    got_ids, got_scores = session_ranking(ids, scores, [1, 3])
+    # 2: 0.5 + 0.7 * 1.0 = 1.2; 4: 0.9 + 0.14 = 1.04; 9: 0.5; 7: 0.35; 1 is a seed
+    assert got_ids.tolist() == [2, 4, 9, 7]
+    assert np.allclose(got_scores, [1.2, 1.04, 0.5, 0.35])
+    assert got_ids.dtype == np.int64 and got_scores.dtype == np.float32
+    tie_ids, _ = session_ranking(np.array([[8, 3, 5]]), np.ones((1, 3), np.float32), [0])
+    assert tie_ids.tolist() == [3, 5, 8]
+    for empty in (
+        session_ranking(ids, scores, []),
+        session_ranking(np.array([[6, -1]]), np.ones((1, 2), np.float32), [6]),
+    ):
+        assert len(empty[0]) == 0 and len(empty[1]) == 0
+
+
+def test_session_ranking_matches_its_definition_on_random_rows():
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        n_seeds, width = int(rng.integers(1, 6)), int(rng.integers(1, 30))
+        ids = rng.integers(-1, 40, (n_seeds, width))
+        scores = rng.choice(np.float32([0.25, 0.5, 0.75, 1.0]), (n_seeds, width))
+        seeds = rng.choice(40, n_seeds, replace=False).tolist()
+        got_ids, got_scores = session_ranking(ids, scores.astype(np.float32), seeds)
+        want_ids, want_scores = _session_reference(ids, scores.astype(np.float32), seeds)
+        assert got_ids.tolist() == want_ids
+        assert got_scores.tolist() == want_scores
