@@ -10,8 +10,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 from recsys.bundle import ModelBundle
+from recsys.cli import cli
 from recsys.data.store import DataStore
 from recsys.data.synthetic import generate_shop
 from training.params import ParamError, defaults_for, parse_sets, resolve
@@ -203,3 +205,22 @@ def test_cli_train_json_and_refusal_exit_code(shop, trained, monkeypatch):
         text=True,
     )
     assert refused.returncode == 2 and "no version 999" in refused.stderr
+
+
+def test_cli_train_refuses_unusable_data_and_cutoffs_with_one_line(shop, trained, tmp_path):
+    tracking, _, _ = trained
+    before = len(list_versions(tracking))
+    runner = CliRunner()
+    cases = {
+        "garbage": "garbage",  # not a date
+        "1999-01-01": "no events to train on",  # before every event
+        "2030-01-01": "no test interactions",  # after every event: NaN metrics
+    }
+    for cutoff, message in cases.items():
+        args = ["--data", str(shop), "train", "--model", "popular", "--cutoff", cutoff, "-q"]
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 2, (cutoff, result.output)
+        assert result.output.startswith("error: ") and message in result.output
+    empty = runner.invoke(cli, ["--data", str(tmp_path), "train", "--model", "popular", "-q"])
+    assert empty.exit_code == 2 and "holds no events" in empty.output
+    assert len(list_versions(tracking)) == before  # nothing registered

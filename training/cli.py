@@ -14,17 +14,18 @@ MODEL_CHOICE = click.Choice(sorted(MODELS))
 
 
 def _gate_errors(func):
-    """Refusals and bad parameters become one-line errors with exit code 2."""
+    """Refusals, bad parameters and unusable splits become one-line errors with exit code 2."""
     import functools
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         from training.params import ParamError
         from training.promote import PromotionRefused
+        from training.train import TrainError
 
         try:
             return func(*args, **kwargs)
-        except (ParamError, PromotionRefused) as exc:
+        except (ParamError, PromotionRefused, TrainError) as exc:
             raise UserError(str(exc)) from exc
 
     return wrapper

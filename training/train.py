@@ -41,6 +41,10 @@ FEATURE_MODELS = {"lightfm"}
 COLD_PER_USER_FILE = "cold_users_per_user.csv"
 
 
+class TrainError(ValueError):
+    """Training cannot run on this data (no events, a cut-off outside them, an empty split)."""
+
+
 def guess_protocol(store: DataStore) -> str:
     """``stratified`` for rating data (MovieLens), else ``temporal``."""
     types = store.dataset("events").to_table(columns=["type"]).column("type").unique()
@@ -65,7 +69,12 @@ def train(
     store = DataStore(data_dir)
     tracking = tracking or open_tracking(data_dir)
     protocol = protocol or (data.name if data else guess_protocol(store))
-    data = data or load_protocol(store, protocol, cutoff=cutoff)
+    if data is None:
+        try:
+            data = load_protocol(store, protocol, cutoff=cutoff)
+        except ValueError as exc:  # no events, a cut-off that is not a date
+            raise TrainError(str(exc)) from exc
+    check_split(data)
     base = None if sets else best_known_params(tracking, model_name, data.fingerprint)
     model_params, config = hp.resolve(model_name, protocol, sets or {}, base)
 
@@ -177,6 +186,20 @@ def train(
 
         summary["promotion"] = run_gate(tracking, int(version.version))
     return summary
+
+
+def check_split(data: ProtocolData) -> None:
+    """Refuse a split that leaves nothing to fit or nothing to test (NaN metrics)."""
+    where = ", ".join(f"{k} {v}" for k, v in data.params.items())
+    if not len(data.user_map) or not len(data.item_map):
+        raise TrainError(
+            f"the {data.name} split ({where}) leaves no events to train on; choose a later --cutoff"
+        )
+    if not data.test.nnz:
+        raise TrainError(
+            f"the {data.name} split ({where}) leaves no test interactions; "
+            "choose an earlier --cutoff"
+        )
 
 
 def _evaluate(

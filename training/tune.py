@@ -41,7 +41,14 @@ from recsys.splits import stratified_split, temporal_split
 from training import params as hp
 from training.search_space import sample
 from training.tracking import Tracking, open_tracking
-from training.train import FEATURE_MODELS, PRIMARY_METRIC, guess_protocol, metric_key, train
+from training.train import (
+    FEATURE_MODELS,
+    PRIMARY_METRIC,
+    check_split,
+    guess_protocol,
+    metric_key,
+    train,
+)
 
 DEFAULT_TRIALS = 20
 #: Redraws of an already tried point before the space counts as exhausted.
@@ -124,6 +131,7 @@ def tune(
     protocol = protocol or guess_protocol(store)
     try:
         main = load_protocol(store, protocol, cutoff=cutoff)
+        check_split(main)
     except ValueError as exc:  # no events, a cutoff outside the data
         raise TuneError(str(exc)) from exc
     validation = validation_protocol(main)

@@ -142,7 +142,7 @@ def _train_and_promote(root: Path, names: list[str], progress: bool, say) -> dic
     from training.params import ParamError
     from training.promote import PromotionRefused, champion, promote
     from training.tracking import open_tracking
-    from training.train import train
+    from training.train import TrainError, train
 
     tracking = open_tracking(root)
     trained = []
@@ -150,7 +150,7 @@ def _train_and_promote(root: Path, names: list[str], progress: bool, say) -> dic
         say(f"  training {name}")
         try:
             result = train(root, name, {}, progress=progress, tracking=tracking)
-        except ParamError as exc:
+        except (ParamError, TrainError) as exc:
             raise UserError(str(exc)) from exc
         try:
             promote(tracking, result["model_version"])
