@@ -224,3 +224,19 @@ def test_cli_train_refuses_unusable_data_and_cutoffs_with_one_line(shop, trained
     empty = runner.invoke(cli, ["--data", str(tmp_path), "train", "--model", "popular", "-q"])
     assert empty.exit_code == 2 and "holds no events" in empty.output
     assert len(list_versions(tracking)) == before  # nothing registered
+
+
+def test_sets_of_the_wrong_shape_are_param_errors_not_tracebacks(shop):
+    bad = {
+        ("als", "data=5"): "data takes settings",
+        ("als", "data.weights=3"): "data.weights takes settings",
+        ("als", "data.weights.view=[1]"): "a weight is a number",
+        ("blend", "als=5"): "als takes settings",
+        ("blend", "parts=abc"): "parts takes settings",
+    }
+    for (model, pair), message in bad.items():
+        with pytest.raises(ParamError, match=message):
+            resolve(model, "temporal", parse_sets([pair]))
+    args = ["--data", str(shop), "train", "--model", "als", "--set", "data=5", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and result.output.startswith("error: data=5: ")

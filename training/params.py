@@ -111,12 +111,14 @@ def resolve(
     params = copy.deepcopy(base) if base is not None else defaults_for(model, protocol)
     sets = copy.deepcopy(sets)
     data = params.pop("data", {})
-    _merge(data, sets.pop("data", {}))
+    _merge(data, _settings(sets.pop("data", {}), "data", "data.half_life_days=60"))
     if model == "blend":
         for name in [k for k in sets if k in MODELS]:
-            params.setdefault("part_params", {}).setdefault(name, {}).update(sets.pop(name))
+            part = _settings(sets.pop(name), name, f"{name}.<parameter>=...")
+            params.setdefault("part_params", {}).setdefault(name, {}).update(part)
         if "parts" in sets:
-            params["parts"] = sets.pop("parts")  # the parts named replace the default blend
+            # the parts named replace the default blend
+            params["parts"] = _settings(sets.pop("parts"), "parts", "parts.als=0.4")
             params["part_params"] = {
                 k: v for k, v in params.get("part_params", {}).items() if k in params["parts"]
             }
@@ -128,7 +130,11 @@ def interaction_config(protocol: str, data: dict[str, Any]) -> InteractionConfig
     """The protocol's default interaction config with ``data`` settings applied."""
     config = default_interaction_config(protocol).as_dict()
     data = dict(data)
-    config["weights"] = {**config["weights"], **data.pop("weights", {})}
+    weights = _settings(data.pop("weights", {}), "data.weights", "data.weights.view=0.5")
+    for name, weight in weights.items():
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise ParamError(f"data.weights.{name}={json.dumps(weight)}: a weight is a number")
+    config["weights"] = {**config["weights"], **weights}
     unknown = set(data) - set(config)
     if unknown:
         raise ParamError(f"unknown data settings {sorted(unknown)}; known: {sorted(config)}")
@@ -137,6 +143,13 @@ def interaction_config(protocol: str, data: dict[str, Any]) -> InteractionConfig
         return InteractionConfig(**config)
     except (TypeError, ValueError) as exc:
         raise ParamError(f"data settings: {exc}") from exc
+
+
+def _settings(value: Any, key: str, example: str) -> dict:
+    """``value`` if it is a mapping of settings, else a ``ParamError`` naming ``key``."""
+    if not isinstance(value, dict):
+        raise ParamError(f"{key}={json.dumps(value)}: {key} takes settings, e.g. --set {example}")
+    return value
 
 
 def _merge(target: dict, extra: dict) -> None:
