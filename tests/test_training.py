@@ -240,3 +240,20 @@ def test_sets_of_the_wrong_shape_are_param_errors_not_tracebacks(shop):
     args = ["--data", str(shop), "train", "--model", "als", "--set", "data=5", "-q"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and result.output.startswith("error: data=5: ")
+
+
+def test_cli_train_promote_that_loses_still_prints_the_summary(shop, trained):
+    tracking, pop, knn = trained
+    better, worse = sorted([pop, knn], key=lambda s: -s["metrics"]["ndcg@10"])
+    current = champion(tracking)
+    if current is None or int(current.version) != better["model_version"]:
+        promote(tracking, better["model_version"], force=True, reason="a known champion")
+    sets = [a for k, v in worse["params"].items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    args = ["--data", str(shop), "train", "--model", worse["model_name"], *sets, "--promote"]
+    result = CliRunner().invoke(cli, [*args, "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)  # the run and its registered version are reported
+    assert {"run_id", "model_name", "model_version", "metrics"} <= set(out)
+    assert out["model_version"] > better["model_version"]
+    assert out["promotion"]["promoted"] is False and "lost by" in out["promotion"]["refused"]
+    assert int(champion(tracking).version) == better["model_version"]

@@ -85,7 +85,11 @@ def train(ctx, model_name, sets, protocol, cutoff, promote, as_json, quiet) -> N
             f"  new items only: ndcg@10 {n['ndcg@10']:.4f}  precision@10 {n['precision@10']:.4f}"
         )
     if "promotion" in summary:
-        lines.append(f"  promoted to champion: {summary['promotion']['promoted']}")
+        gate = summary["promotion"]
+        lines.append(
+            "  promoted to champion: "
+            + ("True" if gate["promoted"] else f"False ({gate.get('refused', 'refused')})")
+        )
     emit(summary, as_json, "\n".join(lines))
 
 

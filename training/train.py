@@ -4,7 +4,8 @@ One MLflow run per training with the parameters (model and interaction
 settings), the metrics, the fingerprint of data + split, the code version,
 and artifacts (the model bundle, the per-slice metric table, a plot of metric
 vs k). Every training registers a new version of the shop's one registered
-model; ``promote=True`` then runs the promotion gate.
+model; ``promote=True`` then runs the promotion gate, whose decision (a
+refusal too) is the summary's ``promotion``.
 """
 
 from __future__ import annotations
@@ -182,9 +183,13 @@ def train(
             }
         )
     if promote:
+        from training.promote import PromotionRefused
         from training.promote import promote as run_gate
 
-        summary["promotion"] = run_gate(tracking, int(version.version))
+        try:
+            summary["promotion"] = run_gate(tracking, int(version.version))
+        except PromotionRefused as refused:  # the version is registered all the same
+            summary["promotion"] = {**refused.decision, "promoted": False, "refused": str(refused)}
     return summary
 
 
