@@ -18,7 +18,7 @@ from recsys.data.store import DataStore
 from recsys.data.synthetic import generate_shop
 from training.params import ParamError, defaults_for, parse_sets, resolve
 from training.promote import PromotionRefused, champion, list_versions, promote, rollback
-from training.tracking import CHAMPION, open_tracking
+from training.tracking import CHAMPION, Tracking, open_tracking
 from training.train import train
 
 
@@ -257,3 +257,39 @@ def test_cli_train_promote_that_loses_still_prints_the_summary(shop, trained):
     assert out["model_version"] > better["model_version"]
     assert out["promotion"]["promoted"] is False and "lost by" in out["promotion"]["refused"]
     assert int(champion(tracking).version) == better["model_version"]
+
+
+def _fake_version(tracking, fingerprint, value):
+    """A registered version whose run logged ``value`` as its NDCG@10."""
+    client = tracking.client
+    tags = {"model": "popular", "protocol": "temporal", "data_fingerprint": fingerprint}
+    run = client.create_run(tracking.experiment_id, tags=tags)
+    client.log_metric(run.info.run_id, "ndcg_at_10", value)
+    client.set_terminated(run.info.run_id)
+    source = f"runs:/{run.info.run_id}/model"
+    return int(
+        client.create_model_version(
+            tracking.registered_model, source, run_id=run.info.run_id, tags=tags
+        ).version
+    )
+
+
+def test_gate_treats_a_nan_metric_as_missing(trained):
+    shared, _, _ = trained
+    tracking = Tracking(shared.data_dir, shared.tracking_uri, shared.experiment_id, "nan-gate")
+    tracking.client.create_registered_model(tracking.registered_model)
+    first = _fake_version(tracking, "fp", 0.2)
+    nan = _fake_version(tracking, "fp", float("nan"))
+    later = _fake_version(tracking, "fp", 0.1)
+    promote(tracking, first)
+
+    with pytest.raises(PromotionRefused, match="has no ndcg@10 to compare") as refused:
+        promote(tracking, nan)  # not "lost by nan"
+    assert refused.value.decision["lost_by"] is None
+    assert int(champion(tracking).version) == first
+
+    promote(tracking, nan, force=True, reason="canary")
+    won = promote(tracking, later)  # a champion without a number does not block forever
+    assert won["promoted"] and won["champion_value"] is None
+    listed = {v["version"]: v for v in list_versions(tracking)}
+    assert listed[nan]["ndcg@10"] is None  # null in --json, not NaN

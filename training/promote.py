@@ -8,6 +8,7 @@ replaced, for ``rollback``.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 from mlflow.exceptions import MlflowException
@@ -42,9 +43,11 @@ def champion(tracking: Tracking):
 
 
 def metric_of(tracking: Tracking, version, metric: str) -> float | None:
-    """The version's run metric (``ndcg@10`` is logged as ``ndcg_at_10``)."""
+    """The version's run metric (``ndcg@10`` is logged as ``ndcg_at_10``), None when the
+    run has none or it is not a number (NaN: there is nothing to compare)."""
     run = tracking.client.get_run(version.run_id)
-    return run.data.metrics.get(metric.replace("@", "_at_"))
+    value = run.data.metrics.get(metric.replace("@", "_at_"))
+    return value if value is not None and math.isfinite(value) else None
 
 
 def promote(
