@@ -293,3 +293,22 @@ def test_gate_treats_a_nan_metric_as_missing(trained):
     assert won["promoted"] and won["champion_value"] is None
     listed = {v["version"]: v for v in list_versions(tracking)}
     assert listed[nan]["ndcg@10"] is None  # null in --json, not NaN
+
+
+def test_rollback_after_the_champion_version_was_deleted_happens_once(trained):
+    shared, _, _ = trained
+    tracking = Tracking(shared.data_dir, shared.tracking_uri, shared.experiment_id, "gone-gate")
+    tracking.client.create_registered_model(tracking.registered_model)
+    first = _fake_version(tracking, "fp", 0.1)
+    second = _fake_version(tracking, "fp", 0.2)
+    promote(tracking, first)
+    promote(tracking, second)
+    tracking.client.delete_model_version(tracking.registered_model, str(second))
+    assert champion(tracking) is None
+
+    back = rollback(tracking)
+    assert back["champion_version"] == first and back["previous_champion_version"] is None
+    aliases = tracking.client.get_registered_model(tracking.registered_model).aliases
+    assert aliases == {CHAMPION: first}  # not previous-champion = champion
+    with pytest.raises(PromotionRefused, match="no previous champion"):
+        rollback(tracking)  # not a no-op reported as done

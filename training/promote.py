@@ -128,8 +128,16 @@ def rollback(tracking: Tracking) -> dict:
             "no previous champion to roll back to", {"rolled_back": False}
         ) from None
     current = champion(tracking)
+    if current is not None and current.version == previous.version:
+        raise PromotionRefused(
+            f"version {previous.version} is the champion already; no previous champion "
+            "to roll back to",
+            {"rolled_back": False},
+        )
     client.set_registered_model_alias(tracking.registered_model, CHAMPION, previous.version)
-    if current is not None:
+    if current is None:  # the champion's version was deleted: nothing to keep as previous
+        client.delete_registered_model_alias(tracking.registered_model, PREVIOUS)
+    else:
         client.set_registered_model_alias(tracking.registered_model, PREVIOUS, current.version)
         client.set_model_version_tag(
             tracking.registered_model,
