@@ -51,3 +51,17 @@ def test_recsys_run_goes_from_data_to_a_champion(tmp_path):
     assert published["model_version"] == best["model_version"]
     assert published["users"] > 0 and published["bytes_per_user"] <= 1024
     assert (tmp_path / "shop" / "redis" / "recsys.rdb").exists()  # embedded, persisted
+
+
+def test_recsys_run_refuses_bad_models_before_touching_the_data(tmp_path):
+    from click.testing import CliRunner
+
+    from recsys.cli import cli
+
+    shop = tmp_path / "shop"
+    for models, message in ((",", "names no model"), ("popular,nope", "unknown model 'nope'")):
+        args = ["--data", str(shop), "run", "--users", "50", "--models", models, "-q"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: --models") and message in result.output
+        assert not shop.exists()  # no step ran: no shop generated, no MLflow store

@@ -71,6 +71,7 @@ REAL_SOURCES = {
 @user_errors
 def run(ctx, source, path, users, items, days, seed, model_names, as_json, quiet) -> None:
     """Run the pipeline end to end: data -> validation -> interactions -> training -> publish."""
+    names = _model_names(model_names)
     started = time.perf_counter()
     shop = store(ctx)
     steps: dict = {}
@@ -106,7 +107,7 @@ def run(ctx, source, path, users, items, days, seed, model_names, as_json, quiet
     steps["interactions"] = _interactions(shop)
 
     say(f"[4/5] train, evaluate and promote: {model_names}")
-    steps["training"] = _train_and_promote(shop.root, model_names.split(","), progress, say)
+    steps["training"] = _train_and_promote(shop.root, names, progress, say)
 
     say("[5/5] publish the champion's candidates into Redis")
     from training.publish import publish
@@ -120,6 +121,22 @@ def run(ctx, source, path, users, items, days, seed, model_names, as_json, quiet
         "seconds": round(time.perf_counter() - started, 2),
     }
     emit(summary, as_json, _human(summary, shop))
+
+
+def _model_names(model_names: str) -> list[str]:
+    """The names of --models, checked before any step runs."""
+    from recsys.models.registry import MODELS
+
+    names = [n.strip() for n in model_names.split(",") if n.strip()]
+    if not names:
+        raise UserError(f"--models {model_names!r} names no model; e.g. --models popular,blend")
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise UserError(
+            f"--models: unknown model {', '.join(map(repr, unknown))}; "
+            f"choose from {', '.join(sorted(MODELS))}"
+        )
+    return names
 
 
 def _interactions(shop) -> dict:
@@ -146,7 +163,7 @@ def _train_and_promote(root: Path, names: list[str], progress: bool, say) -> dic
 
     tracking = open_tracking(root)
     trained = []
-    for name in (n.strip() for n in names if n.strip()):
+    for name in names:
         say(f"  training {name}")
         try:
             result = train(root, name, {}, progress=progress, tracking=tracking)
