@@ -65,3 +65,27 @@ def test_recsys_run_refuses_bad_models_before_touching_the_data(tmp_path):
         assert result.exit_code == 2, result.output
         assert result.output.startswith("error: --models") and message in result.output
         assert not shop.exists()  # no step ran: no shop generated, no MLflow store
+
+
+def test_recsys_run_reports_a_publish_held_by_another_job_in_one_line(
+    tmp_path, redis_url, monkeypatch
+):
+    import redis
+    from click.testing import CliRunner
+
+    from recsys.cli import cli
+    from recsys.snapshots.keys import Keys
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("RECSYS_REDIS_PREFIX", "runlocked")
+    client = redis.Redis.from_url(redis_url)
+    lock = Keys("runlocked").publish_lock
+    client.set(lock, "another-publish", px=120_000)  # a publish that is still running
+    try:
+        args = ["--data", str(tmp_path / "shop"), "run", "--users", "150", "--items", "30"]
+        result = CliRunner().invoke(cli, [*args, "--days", "40", "--models", "popular", "-q"])
+    finally:
+        client.delete(lock)
+    assert result.exit_code == 2, result.output
+    assert "error: another publish holds" in result.output

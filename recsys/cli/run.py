@@ -110,9 +110,13 @@ def run(ctx, source, path, users, items, days, seed, model_names, as_json, quiet
     steps["training"] = _train_and_promote(shop.root, names, progress, say)
 
     say("[5/5] publish the champion's candidates into Redis")
-    from training.publish import publish
+    from recsys.snapshots.writer import PublishLocked
+    from training.publish import PublishError, publish
 
-    steps["publish"] = publish(shop.root, progress=progress)
+    try:
+        steps["publish"] = publish(shop.root, progress=progress)
+    except (PublishError, PublishLocked) as exc:  # e.g. another publish is running
+        raise UserError(str(exc)) from exc
 
     summary = {
         "data_dir": str(shop.root),
