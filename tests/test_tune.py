@@ -177,3 +177,15 @@ def test_every_model_has_a_seeded_space_of_valid_points(model):
         weights = config.weights
         if protocol == "temporal":
             assert weights["refund"] == -weights["purchase"]
+
+
+def test_train_without_sets_uses_the_best_of_several_tunes_not_the_latest(tuned, shop):
+    tracking, first, _ = tuned
+    later = tune(shop, "itemknn", trials=1, seed=2, progress=False, tracking=tracking)
+    assert later["best_validation"] < first["best_validation"]  # a worse, later tune
+    assert later["best_params"] != first["best_params"]
+
+    out = train(shop, "itemknn", None, progress=False, tracking=tracking)
+    best = dict(first["best_params"])
+    assert out["interactions"] == best.pop("data")
+    assert out["params"] == best

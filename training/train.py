@@ -11,6 +11,7 @@ refusal too) is the summary's ``promotion``.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import tempfile
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from recsys.bundle import ModelBundle
 from recsys.data.store import DataStore
@@ -310,19 +312,34 @@ def _log_cold_per_user(cold: EvaluationResult, data: ProtocolData, folder: Path)
 
 
 def best_known_params(tracking: Tracking, model_name: str, fingerprint: str) -> dict | None:
-    """The parameters of the best ``recsys tune`` trial for this model and data, if any."""
-    runs = tracking.client.search_runs(
+    """The parameters of the best ``recsys tune`` trial for this model and data, if any.
+
+    Of several tunes on the same data (hence the same validation split), the one
+    whose best trial scored highest on validation wins; the latest among equals.
+    """
+    client = tracking.client
+    runs = client.search_runs(
         [tracking.experiment_id],
         filter_string=(
             f"tags.model = '{model_name}' and tags.data_fingerprint = '{fingerprint}'"
             " and tags.tune_best = 'true'"
         ),
         order_by=["attributes.start_time DESC"],
-        max_results=1,
+        max_results=1000,
     )
     if not runs:
         return None
-    return json.loads(runs[0].data.tags["tune_params"])
+
+    def validation(run) -> float:
+        try:
+            parent = client.get_run(run.data.tags["tune_parent_run_id"])
+        except (KeyError, MlflowException):
+            return -math.inf
+        value = parent.data.metrics.get("best_validation_" + metric_key(PRIMARY_METRIC))
+        return value if value is not None and math.isfinite(value) else -math.inf
+
+    best = max(runs, key=validation)  # the first (latest) of equal scores
+    return json.loads(best.data.tags["tune_params"])
 
 
 def metric_key(name: str, prefix: str = "") -> str:
