@@ -241,3 +241,18 @@ def test_sigkill_half_way_leaves_readers_untouched_and_next_publish_cleans_up(sh
     assert _version_keys(client, keys, debris) == 0
     assert client.get(keys.current).decode() == after["version"]
     assert client.get(keys.previous).decode() == before["version"]
+
+
+def test_an_unreachable_redis_is_a_one_line_error_before_any_work(shop, monkeypatch):
+    from click.testing import CliRunner
+
+    from recsys.cli import cli
+
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for args in (["publish", "-q"], ["publish", "rollback"]):
+        started = time.monotonic()
+        result = CliRunner().invoke(cli, ["--data", str(shop), *args])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: Redis: ") and "127.0.0.1:1" in result.output
+        assert time.monotonic() - started < 10

@@ -278,6 +278,8 @@ def publish(
     """
     if ctx.invoked_subcommand is not None:
         return
+    from redis import RedisError
+
     from recsys.snapshots.writer import PublishLocked
     from training.publish import PublishError
     from training.publish import publish as run_publish
@@ -295,6 +297,8 @@ def publish(
         )
     except (PublishError, PublishLocked) as exc:
         raise UserError(str(exc)) from exc
+    except RedisError as exc:
+        raise UserError(f"Redis: {exc}") from exc
     emit(
         out,
         as_json,
@@ -309,6 +313,8 @@ def publish(
 @click.pass_context
 def publish_rollback(ctx, as_json) -> None:
     """Point `current` back at the previous snapshot (and keep this one as previous)."""
+    from redis import RedisError
+
     from recsys.snapshots.connection import connect
     from recsys.snapshots.keys import Keys
     from recsys.snapshots.writer import rollback
@@ -317,4 +323,6 @@ def publish_rollback(ctx, as_json) -> None:
         out = rollback(connect(data_dir(ctx)), Keys.from_env())
     except LookupError as exc:
         raise UserError(str(exc)) from exc
+    except RedisError as exc:
+        raise UserError(f"Redis: {exc}") from exc
     emit(out, as_json, f"current snapshot is {out['version']} again (was {out['previous']})")

@@ -94,6 +94,8 @@ def publish(
     started = time.perf_counter()
     tracking = open_tracking(data_dir)
     name, version = resolve_version(tracking, model_ref)
+    client = connect(data_dir)
+    client.ping()  # an unreachable Redis fails now, not after computing every list
     mv = tracking.client.get_model_version(name, version)
     bundle = ModelBundle.load(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
     store = DataStore(data_dir)
@@ -110,7 +112,6 @@ def publish(
     item_map = bundle.item_map.copy().extend(_catalog_ids(store, events))
     popularity = _popularity(store, events, item_map, n)
 
-    client = connect(data_dir)
     keys = Keys.from_env()
     user_ids = bundle.user_map.ids(users)
     with SnapshotWriter(

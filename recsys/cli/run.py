@@ -110,6 +110,8 @@ def run(ctx, source, path, users, items, days, seed, model_names, as_json, quiet
     steps["training"] = _train_and_promote(shop.root, names, progress, say)
 
     say("[5/5] publish the champion's candidates into Redis")
+    from redis import RedisError
+
     from recsys.snapshots.writer import PublishLocked
     from training.publish import PublishError, publish
 
@@ -117,6 +119,8 @@ def run(ctx, source, path, users, items, days, seed, model_names, as_json, quiet
         steps["publish"] = publish(shop.root, progress=progress)
     except (PublishError, PublishLocked) as exc:  # e.g. another publish is running
         raise UserError(str(exc)) from exc
+    except RedisError as exc:
+        raise UserError(f"Redis: {exc}") from exc
 
     summary = {
         "data_dir": str(shop.root),
