@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -38,11 +39,27 @@ def store(ctx: click.Context) -> DataStore:
 
 
 def emit(summary: dict, as_json: bool, human: str | None = None) -> None:
-    """Print a summary: one JSON object on stdout, or readable lines."""
+    """Print a summary: one JSON object on stdout, or readable lines. A metric
+    that is not a number (NaN, e.g. no test purchase of a new item) is ``null``:
+    JSON has no NaN, and strict parsers reject it."""
     if as_json:
-        click.echo(json.dumps(summary, default=str))
+        click.echo(json.dumps(finite(summary), default=str, allow_nan=False))
     else:
-        click.echo(human if human is not None else json.dumps(summary, indent=2, default=str))
+        click.echo(
+            human if human is not None else json.dumps(finite(summary), indent=2, default=str)
+        )
+
+
+def finite(value):
+    """``value`` with every non-finite float (NaN, inf) inside dicts, lists and
+    tuples replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 
 
 def user_errors(func):
