@@ -468,3 +468,28 @@ def test_ranking_keys_order_scores_then_smaller_ids():
     scores = np.array([[-np.inf, -2.5, -0.0, 0.0, 1e-30, 3.0, 3.0, np.inf]], dtype=np.float32)
     order = np.argsort(-ranking_keys(scores)[0], kind="stable")
     assert order.tolist() == [7, 5, 6, 4, 2, 3, 1, 0]
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("als", {"factors": 1.5}, "factors=1.5: expected an integer"),
+        ("bpr", {"iterations": 2.5}, "iterations=2.5: expected an integer"),
+        ("itemknn", {"K": 1.5}, "K=1.5: expected an integer"),
+        ("als", {"factors": True}, "factors=True: expected an integer"),
+        ("ease", {"lambda_": "big"}, "lambda_='big': expected a number"),
+        ("blend", {"parts": {"als": 1.0}, "part_params": 5}, "part_params=5: expected a mapping"),
+        ("popular", {"half_life_days": "soon"}, "expected a number or nothing"),
+    ],
+)
+def test_hyper_parameters_of_the_wrong_type_are_named_before_fitting(name, params, message):
+    with pytest.raises(ValueError, match=message):
+        create_model(name, **params)
+
+
+def test_hyper_parameters_of_the_right_type_are_accepted_numpy_scalars_too():
+    assert create_model("als", factors=np.int64(8), regularization=1).factors == 8
+    assert create_model("popular", half_life_days=None).get_params()["half_life_days"] is None
+    assert create_model("lightfm", normalize_features="users", epochs=2) is not None
+    assert create_model("lightfm", normalize_features=True, epochs=2) is not None
+    assert create_model("ease", lambda_=np.float32(10.0), binary=True) is not None

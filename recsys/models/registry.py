@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
 import os
+import types
+import typing
 from typing import Any
 
 from recsys.models.als import ALSRecommender
@@ -38,7 +41,56 @@ def create_model(name: str, **params: Any) -> Recommender:
     """A new, unfitted model of the registered ``name`` with the given hyper-parameters."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
+    check_param_types(MODELS[name], params)
     return MODELS[name](**params)
+
+
+def check_param_types(cls: type, params: dict[str, Any]) -> None:
+    """A ``ValueError`` naming the first hyper-parameter whose value does not fit the
+    type ``cls.__init__`` declares for it (``factors=1.5`` for an int, ``"a"`` for a
+    float, ``5`` for a mapping), before the model or its library trips over it."""
+    hints = typing.get_type_hints(cls.__init__)
+    for key, value in params.items():
+        hint = hints.get(key)
+        if hint is None:
+            continue  # unknown names: the constructor's own TypeError says so
+        union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        allowed = typing.get_args(hint) if union else (hint,)
+        if not any(_fits(value, kind) for kind in allowed):
+            names = " or ".join(_type_name(kind) for kind in allowed)
+            raise ValueError(f"{key}={value!r}: expected {names}")
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    origin = typing.get_origin(kind) or kind
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool | numbers.Integral) and value in (0, 1)
+    if isinstance(value, bool):
+        return False  # True is an int to Python, never a count or a rate here
+    if kind is int:
+        return isinstance(value, numbers.Integral)
+    if kind is float:
+        return isinstance(value, numbers.Real)
+    if kind is str:
+        return isinstance(value, str)
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin in (list, tuple):
+        return isinstance(value, list | tuple)
+    return True  # anything else is the constructor's to check
+
+
+def _type_name(kind: Any) -> str:
+    if kind is type(None):
+        return "nothing (null)"
+    origin = typing.get_origin(kind) or kind
+    if origin is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(
+        origin, str(kind)
+    )
 
 
 def load_model(path: str | os.PathLike) -> Recommender:
