@@ -53,6 +53,13 @@ def import_(ctx, fmt: str, src: str, as_json: bool, quiet: bool) -> None:
             else ""
         )
     )
+    lost = summary.get("stream", {}).get("entries_lost")
+    if lost:
+        click.echo(
+            f"warning: {lost} stream entries were dropped before they could be imported "
+            "(the stream is capped): drain it more often",
+            err=True,
+        )
     emit(summary, as_json, human.rstrip())
 
 

@@ -61,6 +61,8 @@ class ImportSummary:
     tables: dict[str, dict] = field(default_factory=dict)
     rejects_file: str | None = None
     seconds: float = 0.0
+    #: what the source adds to the summary (e.g. ``stream``: ids read, entries lost)
+    extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
@@ -76,6 +78,7 @@ class ImportSummary:
             "rejects_file": self.rejects_file,
             "seconds": round(self.seconds, 3),
             "rows_per_second": round(self.rows_read / self.seconds) if self.seconds else None,
+            **self.extra,
         }
 
 
@@ -121,6 +124,7 @@ def import_source(store: DataStore, fmt: str, source: str | os.PathLike, progres
         if writer is not None:
             writer.close()
         rejects_tmp.unlink(missing_ok=True)
+    summary.extra = dict(getattr(batches, "summary_extra", None) or {})
     after_commit = getattr(batches, "after_commit", None)  # e.g. trim a drained stream
     if after_commit is not None:
         after_commit()

@@ -11,6 +11,15 @@ stream (``XTRIM MINID``). An import that fails leaves the stream as it was;
 one interrupted between commit and trim imports nothing twice (the cursor,
 and content-derived event ids).
 
+Entries the stream dropped before they were imported (``POST /v1/events``
+caps the stream with ``MAXLEN``, so a stream left undrained loses its oldest
+entries) cannot be recovered, but they are counted: on Redis 7 and newer the
+summary's ``stream.entries_lost`` is the number of entries added since the
+last import that were gone when this one read the stream (``XINFO STREAM``'s
+``entries-added``, kept with the cursor); ``null`` where that cannot be told
+(Redis 6, a cursor written before the count was kept, or a stream deleted
+and made anew since the last import).
+
 SRC is the literal ``redis`` (the data directory's Redis: ``$REDIS_URL``,
 else the embedded server) or a ``redis://`` / ``unix://`` URL; the key prefix
 is ``$RECSYS_REDIS_PREFIX``.
@@ -50,6 +59,9 @@ class StreamImport:
         self.store = store
         self.progress = progress
         self.last_id: str | None = None
+        self.entries_added: int | None = None
+        #: what the summary reports under ``stream`` (ids read, entries lost)
+        self.notes: dict = {}
         self._iterator = self._batches()
 
     def __iter__(self) -> Iterator[Batch]:
@@ -59,12 +71,17 @@ class StreamImport:
         return next(self._iterator)
 
     def _batches(self) -> Iterator[Batch]:
-        start = self._cursor()
-        newest = self.client.xrevrange(self.stream, count=1)
-        if not newest:
+        start, added_before = self._cursor()
+        try:
+            info = self.client.xinfo_stream(self.stream)
+        except redis.ResponseError:  # no stream yet: nothing was ever posted
             return
-        end = _text(newest[0][0])
+        end = _text(info["last-generated-id"])  # with entries-added: one atomic reading
+        added = info.get("entries-added")  # Redis >= 7
+        if start is not None and _id(end) <= _id(start):
+            return  # nothing new
         low = f"({start}" if start else "-"
+        read = 0
         seen = np.empty(0, dtype=np.uint64)
         first_row = 1
         rows: list[dict] = []
@@ -76,18 +93,30 @@ class StreamImport:
                 ids.append(_text(entry_id))
                 rows.append({_text(k): _text(v) for k, v in fields.items()})
             bar.update(len(entries))
+            read += len(entries)
             done = len(entries) < READ_COUNT or (entries and _text(entries[-1][0]) == end)
             if entries:
                 low = f"({_text(entries[-1][0])}"
             if rows and (done or len(rows) >= BATCH_ROWS):
                 batch, seen = self._batch(rows, ids, seen, first_row)
                 first_row += len(rows)
-                self.last_id = ids[-1]
                 rows, ids = [], []
                 yield batch
             if done:
                 break
         bar.close()
+        # everything up to ``end`` is now imported or lost: the cursor moves there
+        self.last_id, self.entries_added = end, added
+        known = added is not None and (start is None or added_before is not None)
+        lost = added - (added_before or 0) - read if known else None
+        if lost is not None and lost < 0:  # the stream was deleted and made anew since
+            lost = None
+        self.notes = {"from_id": start, "to_id": end, "entries_read": read, "entries_lost": lost}
+
+    @property
+    def summary_extra(self) -> dict:
+        """What the import summary adds for this source (after the batches are read)."""
+        return {"stream": self.notes} if self.notes else {}
 
     def _batch(self, rows, ids, seen, first_row) -> tuple[Batch, np.ndarray]:
         raw = pd.DataFrame({c: [row.get(c, "") for row in rows] for c in COLUMNS}, dtype=object)
@@ -115,18 +144,22 @@ class StreamImport:
             return
         path = self.store.root / CURSOR_FILE
         cursors = json.loads(path.read_text()) if path.exists() else {}
-        cursors[self.cursor_name] = self.last_id
+        cursors[self.cursor_name] = {"id": self.last_id, "entries_added": self.entries_added}
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(cursors, indent=1))
         os.replace(tmp, path)
         ms, seq = (int(part) for part in self.last_id.split("-"))
         self.client.xtrim(self.stream, minid=f"{ms}-{seq + 1}", approximate=False)
 
-    def _cursor(self) -> str | None:
+    def _cursor(self) -> tuple[str | None, int | None]:
+        """The last drained id and the stream's ``entries-added`` then (None: unknown)."""
         path = self.store.root / CURSOR_FILE
         if not path.exists():
-            return None
-        return json.loads(path.read_text()).get(self.cursor_name)
+            return None, None
+        saved = json.loads(path.read_text()).get(self.cursor_name)
+        if isinstance(saved, dict):
+            return saved.get("id"), saved.get("entries_added")
+        return saved, None  # a cursor from before the count was kept
 
 
 def import_stream(src: str, store: DataStore, progress: bool = True) -> StreamImport:
@@ -154,3 +187,9 @@ import_stream.reads_files = False  # SRC names a Redis, not a file
 
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    """A stream entry id as a comparable pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
