@@ -14,7 +14,7 @@ import pytest
 
 from recsys.data import importing
 from recsys.data.importing import import_source
-from recsys.data.store import DataError
+from recsys.data.store import DataError, DataStore
 
 EVENTS_HEADER = "timestamp,user_id,session_id,item_id,type,quantity,price,currency,country,value"
 GOOD_EVENTS = [
@@ -442,3 +442,36 @@ def test_two_upserts_of_a_keyed_table_in_one_transaction_keep_one_row_per_key(st
         "u2": "b@shop.example",
     }
     assert len(list((store.tables_dir / "customers").glob("*.parquet"))) == 1
+
+
+def _items(title: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "item_id": ["a1", "a2"],
+            "title": [title, title],
+            "category": [None, None],
+            "brand": [None, None],
+            "tags": [[], []],
+            "created_at": [pd.NaT, pd.NaT],
+        }
+    )
+
+
+def test_a_read_while_another_write_commits_returns_the_new_state_not_an_error(store):
+    with store.transaction() as txn:
+        txn.upsert("items", _items("old"))
+    reader = DataStore(store.root)
+    listed = reader.manifest
+    commits = []
+
+    def manifest_then_a_commit():
+        manifest = listed()
+        if not commits:  # another job commits between the reader's manifest and its files
+            commits.append(1)
+            with DataStore(store.root).transaction() as txn:
+                txn.upsert("items", _items("new"))  # its commit deletes the part just listed
+        return manifest
+
+    reader.manifest = manifest_then_a_commit
+    items = reader.read("items")
+    assert commits and items["title"].tolist() == ["new", "new"]

@@ -37,6 +37,10 @@ from recsys.data.schema import TABLES, Table
 MANIFEST = "manifest.json"
 
 
+#: How often ``DataStore.read`` starts again when a commit removed the parts it read.
+READ_ATTEMPTS = 5
+
+
 class DataError(Exception):
     """Input that cannot be imported; the message says what to do."""
 
@@ -97,9 +101,19 @@ class DataStore:
         return ds.dataset(files, schema=spec.schema, format="parquet")
 
     def read(self, table: str, columns: list[str] | None = None, filter=None) -> pd.DataFrame:
-        """The whole table (or some columns / rows) as a DataFrame."""
-        arrow = self.dataset(table).to_table(columns=columns, filter=filter)
-        return arrow.to_pandas()
+        """The whole table (or some columns / rows) as a DataFrame.
+
+        A write that commits while this reads deletes the parts it replaced; the
+        read then starts again from the new manifest (a few times at most), so it
+        returns one committed state of the table, never an error or a mix.
+        """
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return self.dataset(table).to_table(columns=columns, filter=filter).to_pandas()
+            except FileNotFoundError:
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ---- writing ---------------------------------------------------------
     @contextmanager
