@@ -475,3 +475,21 @@ def test_a_read_while_another_write_commits_returns_the_new_state_not_an_error(s
     reader.manifest = manifest_then_a_commit
     items = reader.read("items")
     assert commits and items["title"].tolist() == ["new", "new"]
+
+
+def test_online_retail_times_around_the_clock_changes_are_kept(store, tmp_path):
+    line = "{inv},85123A,HEART,1,{when},2.55,17850.0,United Kingdom"
+    rows = [
+        line.format(inv="536401", when="2011-10-30 01:30:00"),  # happens twice in London
+        line.format(inv="536402", when="2011-03-27 01:30:00"),  # does not happen there
+        line.format(inv="536403", when="2011-10-30 03:00:00"),
+    ]
+    src = write(tmp_path / "retail.csv", [RETAIL_HEADER, *rows])
+    out = import_source(store, "online-retail", src, progress=False).as_dict()
+    assert out["accepted"] == 3 and out["rejected"] == {}
+    stamps = store.read("events").set_index("session_id")["timestamp"].astype(str).to_dict()
+    assert stamps == {
+        "536401": "2011-10-30 00:30:00+00:00",  # the first pass, in summer time
+        "536402": "2011-03-27 01:00:00+00:00",  # 02:00 summer time, past the gap
+        "536403": "2011-10-30 03:00:00+00:00",
+    }

@@ -92,7 +92,9 @@ def parse_timestamp(values: pd.Series, tz: str = "UTC") -> tuple[pd.Series, np.n
     """UTC timestamps and the mask of non-empty values that do not parse.
 
     Accepts ISO 8601 text (with or without offset; naive times are in ``tz``)
-    and Unix epoch seconds of the years 1..9999.
+    and Unix epoch seconds of the years 1..9999. A naive time in the hour that
+    repeats when the clocks go back is its first pass (summer time); one in the
+    hour skipped when they go forward is moved past the gap.
     """
     text = values.where(values != "")
     numeric = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
@@ -113,7 +115,9 @@ def parse_timestamp(values: pd.Series, tz: str = "UTC") -> tuple[pd.Series, np.n
         parsed[aware] = _ms(sub)
     if naive.any():
         sub = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
-        sub = sub.dt.tz_localize(tz, ambiguous="NaT", nonexistent="shift_forward")
+        # the hour repeated when clocks go back: its first pass (summer time)
+        first_pass = np.ones(len(sub), dtype=bool)
+        sub = sub.dt.tz_localize(tz, ambiguous=first_pass, nonexistent="shift_forward")
         parsed[naive] = _ms(sub.dt.tz_convert("UTC"))
     bad = parsed.isna().to_numpy() & ~blank(values)
     return parsed, bad
