@@ -205,6 +205,9 @@ def test_cli_train_json_and_refusal_exit_code(shop, trained, monkeypatch):
         text=True,
     )
     assert refused.returncode == 2 and "no version 999" in refused.stderr
+    args = ["--data", str(shop), "models", "promote", "test-shop", str(pop["model_version"])]
+    unforced = CliRunner().invoke(cli, [*args, "--reason", "Black Friday"])
+    assert unforced.exit_code == 2 and "--reason is recorded with --force only" in unforced.output
 
 
 def test_cli_train_refuses_unusable_data_and_cutoffs_with_one_line(shop, trained, tmp_path):
@@ -223,6 +226,10 @@ def test_cli_train_refuses_unusable_data_and_cutoffs_with_one_line(shop, trained
         assert result.output.startswith("error: ") and message in result.output
     empty = runner.invoke(cli, ["--data", str(tmp_path), "train", "--model", "popular", "-q"])
     assert empty.exit_code == 2 and "holds no events" in empty.output
+    typo = tmp_path / "no-such-shop"  # a mistyped --data is not made into a data directory
+    mistyped = runner.invoke(cli, ["--data", str(typo), "train", "--model", "popular", "-q"])
+    assert mistyped.exit_code == 2 and "holds no events" in mistyped.output
+    assert not typo.exists()
     assert len(list_versions(tracking)) == before  # nothing registered
 
 

@@ -133,6 +133,8 @@ def promote_(ctx, name, version, force, reason, metric, as_json) -> None:
     from training.promote import promote
     from training.tracking import open_tracking
 
+    if reason is not None and not force:
+        raise UserError("--reason is recorded with --force only; add --force to promote anyway")
     tracking = open_tracking(data_dir(ctx))
     if name != tracking.registered_model:
         raise UserError(

@@ -70,6 +70,8 @@ def train(
 ) -> dict:
     """Train, evaluate, log and register one model; returns the JSON summary."""
     store = DataStore(data_dir)
+    if data is None and not store.has("events"):  # before the MLflow store is made there
+        raise TrainError(f"{store.root} holds no events; import or generate data first")
     tracking = tracking or open_tracking(data_dir)
     protocol = protocol or (data.name if data else guess_protocol(store))
     if data is None:
