@@ -210,7 +210,9 @@ def test_cli_train_json_and_refusal_exit_code(shop, trained, monkeypatch):
     assert unforced.exit_code == 2 and "--reason is recorded with --force only" in unforced.output
 
 
-def test_cli_train_refuses_unusable_data_and_cutoffs_with_one_line(shop, trained, tmp_path):
+def test_cli_train_refuses_unusable_data_and_cutoffs_with_one_line(
+    shop, trained, tmp_path, monkeypatch
+):
     tracking, _, _ = trained
     before = len(list_versions(tracking))
     runner = CliRunner()
@@ -227,6 +229,7 @@ def test_cli_train_refuses_unusable_data_and_cutoffs_with_one_line(shop, trained
     empty = runner.invoke(cli, ["--data", str(tmp_path), "train", "--model", "popular", "-q"])
     assert empty.exit_code == 2 and "holds no events" in empty.output
     typo = tmp_path / "no-such-shop"  # a mistyped --data is not made into a data directory
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set by MLflow in this process
     mistyped = runner.invoke(cli, ["--data", str(typo), "train", "--model", "popular", "-q"])
     assert mistyped.exit_code == 2 and "holds no events" in mistyped.output
     assert not typo.exists()
