@@ -89,3 +89,28 @@ def test_recsys_run_reports_a_publish_held_by_another_job_in_one_line(
         client.delete(lock)
     assert result.exit_code == 2, result.output
     assert "error: another publish holds" in result.output
+
+
+def test_recsys_run_on_new_data_retrains_the_champion_and_publishes_a_model_of_it(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "REDIS_URL")}
+
+    def run(*args: str) -> dict:
+        cmd = [sys.executable, "-m", "recsys", "--data", str(tmp_path / "shop"), "run"]
+        small = ["--users", "600", "--items", "120", "--days", "60", "--json", "--quiet"]
+        done = subprocess.run(
+            [*cmd, *small, *args], capture_output=True, text=True, env=env, check=True
+        )
+        return json.loads(done.stdout)["steps"]
+
+    first = run("--models", "itemknn", "--seed", "1")
+    assert first["training"]["champion_model"] == "itemknn"
+    # a new shop (another seed): the champion's recipe is not among --models, so the
+    # run trains it on the new data too; it replaces the champion, then the others
+    # must beat it there
+    second = run("--seed", "2")
+    trained = {t["model_name"]: t for t in second["training"]["models"]}
+    assert list(trained) == ["itemknn", "popular", "blend"]  # the refresh is judged first
+    assert trained["itemknn"]["gate"] == "refreshed the champion"
+    best = max(trained.values(), key=lambda t: t["metrics"]["ndcg@10"])
+    assert second["training"]["champion_version"] == best["model_version"]
+    assert second["publish"]["model_version"] == best["model_version"]

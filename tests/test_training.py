@@ -322,3 +322,47 @@ def test_rollback_after_the_champion_version_was_deleted_happens_once(trained):
     assert aliases == {CHAMPION: first}  # not previous-champion = champion
     with pytest.raises(PromotionRefused, match="no previous champion"):
         rollback(tracking)  # not a no-op reported as done
+
+
+def test_a_champion_of_other_data_is_refreshed_by_its_recipe_and_challengers_meet_that(
+    shop, monkeypatch
+):
+    monkeypatch.setenv("RECSYS_REGISTERED_MODEL", "refresh-shop")  # a registry of its own
+    tracking = open_tracking(shop)
+
+    def fit(model, sets, cutoff):
+        return train(shop, model, dict(sets), cutoff=cutoff, progress=False, tracking=tracking)
+
+    old = fit("popular", {"by": "global"}, "2024-02-10")
+    assert promote(tracking, old["model_version"])["promoted"]
+    knn = fit("itemknn", {}, "2024-02-20")  # newer data, another recipe: nothing to meet yet
+    with pytest.raises(PromotionRefused, match=r"train the champion's recipe \(popular\)"):
+        promote(tracking, knn["model_version"])
+
+    again = fit("popular", {"by": "global"}, "2024-02-20")  # the champion's recipe, new data
+    assert again["data_fingerprint"] == knn["data_fingerprint"] != old["data_fingerprint"]
+    if knn["metrics"]["ndcg@10"] > again["metrics"]["ndcg@10"]:
+        won = promote(tracking, knn["model_version"])
+        assert won["promoted"] and won["rival_version"] == again["model_version"]
+        assert won["champion_value"] == pytest.approx(again["metrics"]["ndcg@10"], abs=1e-6)
+    else:
+        with pytest.raises(PromotionRefused, match="the champion's recipe retrained") as lost:
+            promote(tracking, knn["model_version"])
+        assert lost.value.decision["rival_version"] == again["model_version"]
+        refreshed = promote(tracking, again["model_version"])  # the recipe on new data
+        assert refreshed["promoted"] and refreshed["refresh"]
+        assert refreshed["champion_version"] == old["model_version"]
+    current = champion(tracking)
+    assert current.tags["data_fingerprint"] == knn["data_fingerprint"]
+
+    # whatever won, its own recipe trained on other data again replaces it
+    recipe = json.loads(current.tags["recipe"])
+    sets = {**recipe["params"], "data": recipe["data"]}
+    newer = fit(recipe["model"], sets, "2024-02-15")
+    decision = promote(tracking, newer["model_version"])
+    assert decision["promoted"] and decision["refresh"]
+    assert int(champion(tracking).version) == newer["model_version"]
+    assert rollback(tracking)["champion_version"] == int(current.version)
+    # on the same data the recipe alone wins nothing: a tie is refused as before
+    with pytest.raises(PromotionRefused, match="lost by"):
+        promote(tracking, fit(recipe["model"], sets, "2024-02-20")["model_version"])

@@ -4,6 +4,17 @@ A version wins when its primary metric (NDCG@10 by default) beats the current
 champion's on the same data fingerprint and protocol. A forced promotion
 records its reason. The alias ``previous-champion`` keeps the version it
 replaced, for ``rollback``.
+
+Data changes (every import of new events changes the fingerprint), so a
+champion measured on other data is not compared as it stands:
+
+- a challenger with the champion's own *recipe* (model, parameters and
+  interaction settings: the ``recipe`` tag) is the champion retrained on this
+  data: it replaces it (a *refresh*), so that the storefront is never held on
+  a model of old data;
+- any other challenger must beat the champion's recipe measured on the same
+  data (the latest version of that recipe on the challenger's fingerprint and
+  protocol); without one the gate refuses and says which recipe to train.
 """
 
 from __future__ import annotations
@@ -13,7 +24,7 @@ from datetime import UTC, datetime
 
 from mlflow.exceptions import MlflowException
 
-from training.tracking import CHAMPION, PREVIOUS, Tracking
+from training.tracking import CHAMPION, PREVIOUS, RECIPE_TAG, Tracking
 
 
 class PromotionRefused(Exception):
@@ -81,31 +92,32 @@ def promote(
         raise PromotionRefused(
             f"version {version} is already the champion", {**decision, "promoted": False}
         )
+    refresh = False
     if current is not None and not force:
-        same = all(
-            challenger.tags.get(t) == current.tags.get(t) for t in ("data_fingerprint", "protocol")
-        )
-        if not same:
-            raise PromotionRefused(
-                f"version {version} was evaluated on other data or protocol "
-                f"({challenger.tags.get('protocol')}/{challenger.tags.get('data_fingerprint')}) "
-                f"than champion {current.version} "
-                f"({current.tags.get('protocol')}/{current.tags.get('data_fingerprint')}); "
-                "retrain both on the same data, or --force --reason",
-                {**decision, "promoted": False},
-            )
-        best = metric_of(tracking, current, metric)
-        decision["champion_value"] = best
-        if value is None or (best is not None and not value > best):
-            margin = None if value is None else best - value
-            message = (
-                f"version {version} has no {metric} to compare"
-                if value is None
-                else f"version {version} ({challenger.tags.get('model')}) {metric} {value:.4f} "
-                f"does not beat champion {current.version} ({current.tags.get('model')}) "
-                f"{best:.4f}: lost by {margin:.4f}"
-            )
-            raise PromotionRefused(message, {**decision, "promoted": False, "lost_by": margin})
+        rival = current  # what the challenger must beat: the champion, on the same data
+        if not _same_data(challenger, current):
+            recipe = current.tags.get(RECIPE_TAG)
+            refresh = recipe is not None and challenger.tags.get(RECIPE_TAG) == recipe
+            rival = None if refresh else champion_recipe_on(tracking, current, challenger)
+            if not refresh and rival is None:
+                raise PromotionRefused(
+                    f"version {version} was evaluated on other data or protocol "
+                    f"({challenger.tags.get('protocol')}/{challenger.tags.get('data_fingerprint')})"
+                    f" than champion {current.version} "
+                    f"({current.tags.get('protocol')}/{current.tags.get('data_fingerprint')}); "
+                    f"train the champion's recipe ({current.tags.get('model')}) on this data "
+                    "so that the gate can compare them, or --force --reason",
+                    {**decision, "promoted": False},
+                )
+        if refresh:
+            decision["refresh"] = True
+            if value is None:
+                raise PromotionRefused(
+                    f"version {version} has no {metric}", {**decision, "promoted": False}
+                )
+        else:
+            decision["rival_version"] = int(rival.version)
+            _must_beat(tracking, challenger, rival, current, metric, decision)
     client = tracking.client
     if current is not None:
         client.set_registered_model_alias(tracking.registered_model, PREVIOUS, current.version)
@@ -115,7 +127,51 @@ def promote(
         note["promotion_reason"] = reason
     for key, val in note.items():
         client.set_model_version_tag(tracking.registered_model, challenger.version, key, val)
-    return {**decision, "promoted": True, "forced": force, "reason": reason}
+    return {**decision, "promoted": True, "forced": force, "reason": reason, "refresh": refresh}
+
+
+def _same_data(a, b) -> bool:
+    return all(a.tags.get(t) == b.tags.get(t) for t in ("data_fingerprint", "protocol"))
+
+
+def _must_beat(tracking: Tracking, challenger, rival, current, metric: str, decision: dict):
+    """Raise ``PromotionRefused`` unless ``challenger`` beats ``rival`` (the champion,
+    or its recipe retrained on the challenger's data) on ``metric``."""
+    value = decision["value"]
+    best = metric_of(tracking, rival, metric)
+    decision["champion_value"] = best
+    if value is not None and (best is None or value > best):
+        return
+    margin = None if value is None else best - value
+    against = (
+        f"champion {current.version}"
+        if rival.version == current.version
+        else f"the champion's recipe retrained on this data (version {rival.version})"
+    )
+    message = (
+        f"version {challenger.version} has no {metric} to compare"
+        if value is None
+        else f"version {challenger.version} ({challenger.tags.get('model')}) {metric} "
+        f"{value:.4f} does not beat {against} ({rival.tags.get('model')}) "
+        f"{best:.4f}: lost by {margin:.4f}"
+    )
+    raise PromotionRefused(message, {**decision, "promoted": False, "lost_by": margin})
+
+
+def champion_recipe_on(tracking: Tracking, current, challenger):
+    """The latest version with the champion's recipe on the challenger's data
+    fingerprint and protocol (None: not trained there, or the champion has no recipe)."""
+    recipe = current.tags.get(RECIPE_TAG)
+    if recipe is None:
+        return None
+    found = [
+        v
+        for v in tracking.client.search_model_versions(f"name = '{tracking.registered_model}'")
+        if v.tags.get(RECIPE_TAG) == recipe
+        and _same_data(v, challenger)
+        and v.version != challenger.version
+    ]
+    return max(found, key=lambda v: int(v.version), default=None)
 
 
 def rollback(tracking: Tracking) -> dict:

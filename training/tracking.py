@@ -22,6 +22,8 @@ DEFAULT_EXPERIMENT = "recsys"
 DEFAULT_REGISTERED_MODEL = "shop-recommender"
 CHAMPION = "champion"
 PREVIOUS = "previous-champion"
+#: The tag holding a run's (and its version's) recipe: model, parameters, interaction settings.
+RECIPE_TAG = "recipe"
 
 
 @dataclass

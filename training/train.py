@@ -32,7 +32,7 @@ from recsys.memory import rss_mb
 from recsys.models.registry import create_model
 from recsys.protocols import ProtocolData, load_protocol
 from training import params as hp
-from training.tracking import Tracking, open_tracking
+from training.tracking import RECIPE_TAG, Tracking, open_tracking
 
 PRIMARY_METRIC = "ndcg@10"
 KS = (1, 5, 10, 20)
@@ -120,6 +120,7 @@ def train(
         "data_fingerprint": data.fingerprint,
         "code_version": code_version(),
         "primary_metric": PRIMARY_METRIC,
+        RECIPE_TAG: recipe_text(model_name, model_params, config.as_dict()),
         **(extra_tags or {}),
     }
     with mlflow.start_run(
@@ -342,6 +343,14 @@ def best_known_params(tracking: Tracking, model_name: str, fingerprint: str) -> 
 
     best = max(runs, key=validation)  # the first (latest) of equal scores
     return json.loads(best.data.tags["tune_params"])
+
+
+def recipe_text(model_name: str, params: dict, data: dict) -> str:
+    """What makes a model what it is, whatever data it is trained on: its name, its
+    hyper-parameters and its interaction settings, as canonical JSON (the run's and
+    the version's ``recipe`` tag; the promotion gate compares recipes)."""
+    recipe = {"model": model_name, "params": params, "data": data}
+    return json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def metric_key(name: str, prefix: str = "") -> str:

@@ -8,6 +8,7 @@ candidates into Redis (embedded unless ``REDIS_URL``) -> print a summary.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -166,20 +167,37 @@ def _interactions(shop) -> dict:
 def _train_and_promote(root: Path, names: list[str], progress: bool, say) -> dict:
     from training.params import ParamError
     from training.promote import PromotionRefused, champion, promote
-    from training.tracking import open_tracking
+    from training.tracking import RECIPE_TAG, open_tracking
     from training.train import TrainError, train
 
     tracking = open_tracking(root)
-    trained = []
-    for name in names:
-        say(f"  training {name}")
+
+    def fit(name: str, sets: dict) -> dict:
         try:
-            result = train(root, name, {}, progress=progress, tracking=tracking)
+            return train(root, name, sets, progress=progress, tracking=tracking)
         except (ParamError, TrainError) as exc:
             raise UserError(str(exc)) from exc
+
+    results = []
+    for name in names:
+        say(f"  training {name}")
+        results.append(fit(name, {}))
+    refit = _champion_to_retrain(tracking, results)
+    if refit is not None:  # the champion is of other data: measure its recipe on this data
+        say(f"  training the champion's recipe ({refit['model']}) on this data")
+        results.append(fit(refit["model"], {**refit["params"], "data": refit["data"]}))
+    current = champion(tracking)
+    recipe = current.tags.get(RECIPE_TAG) if current is not None else None
+    # the champion's recipe first: on new data it replaces the champion (a refresh),
+    # and the others are then compared with it on the same data
+    order = sorted(results, key=lambda r: _recipe(r) != recipe)
+    trained = []
+    for result in order:
         try:
-            promote(tracking, result["model_version"])
-            result["gate"] = "promoted to champion"
+            decision = promote(tracking, result["model_version"])
+            result["gate"] = (
+                "refreshed the champion" if decision["refresh"] else "promoted to champion"
+            )
         except PromotionRefused as refused:
             result["gate"] = f"not promoted: {refused}"
         trained.append(
@@ -193,6 +211,31 @@ def _train_and_promote(root: Path, names: list[str], progress: bool, say) -> dic
         "champion_model": best.tags.get("model") if best else None,
         "tracking_uri": tracking.tracking_uri,
     }
+
+
+def _recipe(result: dict) -> str:
+    from training.train import recipe_text
+
+    return recipe_text(result["model_name"], result["params"], result["interactions"])
+
+
+def _champion_to_retrain(tracking, results: list[dict]) -> dict | None:
+    """The champion's recipe (model, params, data settings) when the champion was
+    trained on other data than ``results`` and none of them has its recipe."""
+    from training.promote import champion
+    from training.tracking import RECIPE_TAG
+
+    current = champion(tracking)
+    if current is None or not results or RECIPE_TAG not in current.tags:
+        return None
+    same_data = all(
+        current.tags.get(tag) == results[0][key]
+        for tag, key in (("data_fingerprint", "data_fingerprint"), ("protocol", "protocol"))
+    )
+    recipe = current.tags[RECIPE_TAG]
+    if same_data or any(_recipe(r) == recipe for r in results):
+        return None
+    return json.loads(recipe)
 
 
 def _human(summary: dict, shop) -> str:
