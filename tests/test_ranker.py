@@ -131,3 +131,36 @@ def test_copied_trees_match_scikit_learn_with_missing_values():
 
 def test_features_are_named_once():
     assert len(set(FEATURES)) == len(FEATURES)
+
+
+def test_a_users_scores_do_not_depend_on_the_users_scored_with_it():
+    """Non-candidates sit below the user's own candidates, not below the block's:
+    a blend (which rescales each row by its minimum) then ranks a customer the
+    same whether scored alone, in an evaluation batch or in a publish block."""
+    rng = np.random.default_rng(0)
+    n_users, n_items = 40, 12
+    users, items, times = [], [], []
+    for user in range(n_users):
+        for _ in range(rng.integers(1, 30)):
+            users.append(user)
+            items.append(int(rng.integers(0, n_items if user % 2 else 4)))
+            times.append(float(rng.uniform(0, 150)) * DAY)
+    users, items, times = np.array(users), np.array(items), np.array(times)
+    matrix = sp.csr_matrix(
+        (np.ones(len(users), dtype=np.float32), (users, items)), shape=(n_users, n_items)
+    )
+    context = FitContext(event_users=users, event_items=items, event_times=times)
+    ranker = create_model("ranker", **SMALL).fit(matrix, context=context)
+    assert ranker.trees_ is not None
+    everyone = np.arange(n_users)
+    together = ranker.score(everyone, matrix)
+    for user in everyone:
+        alone = ranker.score(np.array([user]), matrix[[user]])
+        np.testing.assert_array_equal(alone[0], together[user])
+    blend = create_model(
+        "blend", parts={"ranker": 0.9, "buy-again": 0.1}, part_params={"ranker": SMALL}
+    ).fit(matrix, context=context)
+    batch_ids, _ = blend.recommend(everyone, matrix, N=n_items)
+    for user in everyone:
+        ids, _ = blend.recommend(int(user), matrix[user], N=n_items)
+        np.testing.assert_array_equal(ids, batch_ids[user])

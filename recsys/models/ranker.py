@@ -489,8 +489,12 @@ class RankerRecommender(Recommender):
     # -- scoring -------------------------------------------------------------
 
     def score(self, userids: np.ndarray, user_items: sp.csr_matrix) -> np.ndarray:
-        """Log-odds of a purchase for the candidates; the other items rank below them all
-        (by the item's short-term trend)."""
+        """Log-odds of a purchase for the candidates; the other items rank below the
+        user's candidates (by the item's short-term trend).
+
+        A user's row depends on that user alone (not on the users scored with it),
+        so that a blend, which rescales each row, ranks the same in any batch.
+        """
         self._check_fitted()
         userids = np.asarray(userids, dtype=np.int64)
         history = self.history_
@@ -498,12 +502,15 @@ class RankerRecommender(Recommender):
         trend = history.item_trend_short / max(float(history.item_trend_short.max()), 1e-12)
         for start in range(0, len(userids), self._users_per_block()):
             block = slice(start, start + self._users_per_block())
+            n_rows = len(userids[block])
             rows, cols, features = history.candidates(
                 userids[block], self.n_neighbours, self.n_trending, user_rows=user_items[block]
             )
             raw = self._raw_scores(features)
-            floor = (raw.min() if len(raw) else 0.0) - 2.0
-            dense = np.broadcast_to(floor + trend, (len(userids[block]), self.n_items_)).copy()
+            floor = np.full(n_rows, np.inf)
+            np.minimum.at(floor, rows, raw)
+            floor = np.where(np.isfinite(floor), floor, 0.0) - 2.0
+            dense = floor[:, None] + trend[None, :]
             dense[rows, cols] = raw
             out[block] = dense
         return out
