@@ -20,6 +20,7 @@ from recsys.evaluation import (
     ranking_metrics,
     recall_at_k,
 )
+from recsys.models import create_model
 
 N_ITEMS = 8
 
@@ -279,6 +280,23 @@ def test_evaluate_excludes_a_given_matrix_instead_of_the_train_rows():
     assert table["mrr@5"].tolist() == [0.0, 0.0, 1.0, 1 / 4]
     assert table["recall@5"].tolist() == [0.0, 0.0, 1 / 2, 1.0]
     assert table["precision@5"].tolist() == [0.0, 0.0, 1 / 5, 1 / 5]
+
+
+def test_evaluate_excludes_train_items_for_a_model_that_keeps_them():
+    """Buy again ignores filter_already_liked_items (by design); the protocol's
+    exclusion of train items must still hold for it."""
+    train = _rows([[0, 1], [2], [2, 3]], n_items=4)
+    test = _rows([[2], [], []], n_items=4)
+    model = create_model("buy-again").fit(train)
+    assert model.recommends_already_liked
+    result = evaluate(model, train, test, k=1, ks=(3,), exclude_train_items=True, progress=False)
+    # user 0's own items 0 and 1 leave the ranking; item 2, bought by two others, leads
+    table = result.per_user.set_index("user")
+    assert table["hit_rate@1"].tolist() == [1.0]
+    assert table["mrr@3"].tolist() == [1.0]
+    assert table["precision@3"].tolist() == [1 / 3]  # items 2 and 3: one slot padded
+    kept = evaluate(model, train, test, k=1, ks=(3,), exclude_train_items=False, progress=False)
+    assert kept.per_user["mrr@3"].tolist() == [1 / 3]  # own items first, then item 2
 
 
 def test_evaluate_on_a_given_user_list_skips_users_without_test_items():

@@ -4,7 +4,8 @@ Protocol: every evaluated user is ranked against the full catalog (never a
 sample of negatives) by the model's own ``recommend``, given the user's train
 row; items liked in train are excluded from the ranking when
 ``exclude_train_items`` is true (the usual setting when test holds only new
-items; set it false for repeat-purchase tasks). The evaluated users are
+items; set it false for repeat-purchase tasks), also for models that keep them
+by design (``recommends_already_liked``). The evaluated users are
 those with at least one test item (or those of a given list that have one).
 Per-user metrics are defined in :mod:`recsys.evaluation.metrics`.
 """
@@ -150,6 +151,10 @@ def evaluate(
         exclude = sp.csr_matrix(exclude)
         if exclude.shape != train.shape:
             raise ValueError(f"exclude {exclude.shape} must have the shape of train {train.shape}")
+    # Models that recommend already-liked items by design (buy again) ignore
+    # filter_already_liked_items: their train items are removed here instead.
+    drop_train = exclude is None and exclude_train_items
+    drop_train &= bool(getattr(model, "recommends_already_liked", False))
     n_rank = max(ks)
     recommended = np.full((len(user_ids), n_rank), -1, dtype=np.int64)
     with tqdm(
@@ -157,7 +162,10 @@ def evaluate(
     ) as bar:
         for start in range(0, len(user_ids), batch_size):
             batch = user_ids[start : start + batch_size]
-            if exclude is None:
+            if drop_train:
+                rows = train[batch]
+                ids, _ = recommend_excluding(model, batch, rows, rows, n_rank)
+            elif exclude is None:
                 ids, _ = model.recommend(
                     batch, train[batch], N=n_rank, filter_already_liked_items=exclude_train_items
                 )
