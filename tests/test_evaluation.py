@@ -103,6 +103,17 @@ def test_hits_ignore_padding_explicit_zeros_and_index_order():
     )
 
 
+def test_an_item_stored_twice_in_relevant_counts_as_one_relevant_item():
+    # a non-canonical CSR: row 0 stores item 2 twice; its relevant items are 2 and 5
+    relevant = sp.csr_matrix(
+        (np.ones(3), np.array([2, 2, 5]), np.array([0, 3])), shape=(1, N_ITEMS)
+    )
+    m = ranking_metrics(np.array([[2, 5, 1]]), relevant, ks=(3,))
+    for name in ("recall@3", "ndcg@3", "map@3", "hit_rate@3", "mrr@3"):
+        assert m[name][0] == pytest.approx(1.0), name
+    assert m["precision@3"][0] == pytest.approx(2 / 3)
+
+
 def test_user_without_relevant_items_gets_nan_where_undefined():
     m = ranking_metrics(np.array([[0, 1]]), sp.csr_matrix((1, 3)), ks=(2,))
     assert np.isnan(m["recall@2"][0]) and np.isnan(m["ndcg@2"][0]) and np.isnan(m["map@2"][0])

@@ -10,7 +10,8 @@ Inputs
 ``relevant``
     A CSR matrix ``(n_users, n_items)`` whose row ``u`` holds the test items of
     the user of row ``u`` of ``recommended``: every stored non-zero is one
-    relevant item (binary relevance, whatever the value).
+    relevant item (binary relevance, whatever the value); an item stored twice
+    in a row (a non-canonical CSR) counts once.
 
 Definitions (per user; ``rel_r`` is 1 when the item at rank ``r`` is
 relevant, ``hits@k = sum(rel_1..rel_k)``, ``R`` is the number of relevant
@@ -222,6 +223,12 @@ def _check_relevant(relevant: sp.spmatrix, n_users: int) -> sp.csr_matrix:
     if relevant.nnz and not np.all(relevant.data != 0):
         relevant = relevant.copy()
         relevant.eliminate_zeros()
+    if not relevant.has_canonical_format:  # an item stored twice is one relevant item
+        relevant = sp.csr_matrix(
+            (np.ones(relevant.nnz), relevant.indices[: relevant.nnz], relevant.indptr),
+            shape=relevant.shape,
+        )
+        relevant.sum_duplicates()
     return relevant
 
 
