@@ -187,6 +187,22 @@ def test_evaluate_new_users_scores_the_full_catalog_ranking(fitted):
         evaluate_new_users(fitted["popular-country"], profiles[:2], cold_test, progress=False)
 
 
+def test_evaluate_new_users_leaves_the_callers_test_matrix_alone(fitted):
+    # profile 0 stores item 3 with an explicit 0 (not relevant); the caller's
+    # matrix must not be compacted in place behind its back
+    profiles = pd.DataFrame([DE, FR])
+    cold_test = sp.csr_matrix(
+        (np.array([0.0, 1.0, 1.0]), np.array([3, 0, 9]), np.array([0, 2, 3])), shape=(2, N_ITEMS)
+    )
+    before = (cold_test.data.copy(), cold_test.indices.copy(), cold_test.indptr.copy())
+    result = evaluate_new_users(fitted["popular-country"], profiles, cold_test, progress=False)
+    assert result.per_user["recall@10"].tolist() == [1.0, 1.0]
+    after = (cold_test.data, cold_test.indices, cold_test.indptr)
+    for array, saved in zip(after, before, strict=True):
+        np.testing.assert_array_equal(array, saved)
+    assert cold_test.nnz == 3
+
+
 # -- protocol ---------------------------------------------------------------------
 
 

@@ -55,7 +55,9 @@ def evaluate_new_users(
         raise ValueError(f"cutoffs must be positive integers, got {ks}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    cold_test.eliminate_zeros()
+    if cold_test.nnz and not np.all(cold_test.data != 0):
+        cold_test = cold_test.copy()  # sp.csr_matrix shares the caller's arrays
+        cold_test.eliminate_zeros()
     rows = np.flatnonzero(np.diff(cold_test.indptr) > 0)
 
     n_rank = max(ks)
