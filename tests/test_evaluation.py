@@ -170,6 +170,17 @@ def test_catalog_coverage_counts_distinct_items_in_the_top_k():
     assert catalog_coverage(RECOMMENDED, N_ITEMS) == 7 / 8
 
 
+def test_self_information_leaves_a_csc_train_matrix_alone():
+    # item 0 stores user 1 with an explicit 0: one interaction of 2 counts
+    train = sp.csc_matrix(
+        (np.array([1.0, 0.0, 1.0]), np.array([0, 1, 0]), np.array([0, 2, 3])), shape=(2, 2)
+    )
+    indptr = train.indptr.copy()
+    np.testing.assert_allclose(item_self_information(train), [1.0, 1.0])
+    np.testing.assert_array_equal(train.indptr, indptr)
+    assert train.nnz == 3
+
+
 def test_novelty_is_mean_self_information_of_recommended_slots():
     weighted = TRAIN.copy()
     weighted.data[:] = 5.0  # weights do not matter, only interaction counts

@@ -167,7 +167,9 @@ def catalog_coverage(recommended: np.ndarray, n_items: int, k: int | None = None
 def item_self_information(train: sp.spmatrix) -> np.ndarray:
     """``-log2(n_i / N)`` per item: ``n_i`` train interactions of item ``i`` (at least 1)."""
     train = sp.csc_matrix(train)
-    train.eliminate_zeros()
+    if train.nnz and not np.all(train.data != 0):
+        train = train.copy()  # sp.csc_matrix shares the arrays of a CSC argument
+        train.eliminate_zeros()
     counts = np.maximum(np.diff(train.indptr), 1).astype(np.float64)
     total = max(train.nnz, 1)
     return -np.log2(counts / total)
