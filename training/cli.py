@@ -145,7 +145,9 @@ def promote_(ctx, name, version, force, reason, metric, as_json) -> None:
     emit(
         decision,
         as_json,
-        f"version {version} is now the champion" + (f" (forced: {reason})" if force else ""),
+        f"version {version} is now the champion"
+        + (f" (forced: {reason})" if force else "")
+        + (" (the champion's recipe, retrained on new data)" if decision.get("refresh") else ""),
     )
 
 
