@@ -23,7 +23,10 @@ without the server's share. Known customers rotate as in
   around each endpoint's ``--requests`` requests (``callgrind_control``) and
   divides each part's total by the requests;
 - ``--only rec|health``: just run ``--requests`` requests of one endpoint
-  after a warm-up (e.g. under a profiler).
+  after a warm-up (e.g. under a profiler);
+- ``--visitors session``: recommendations for anonymous visitors instead of
+  known customers, each with ``--session-items`` items of the catalog
+  (seeded draw) in ``session_items`` and a known customer's country.
 
 By default a private ``redis-server`` is started and the data directory's
 champion published into it (as ``bench_serving.py`` does); ``--redis-url``
@@ -158,6 +161,22 @@ def breakdown(app, customers: list[tuple[str, str]], recs: list[dict], args) -> 
     return out
 
 
+def session_queries(data: Path, customers: list[tuple[str, str]], n_items: int) -> list[str]:
+    """One anonymous visitor per customer: ``n_items`` catalog items (seeded draw) as
+    the session, in the customer's country."""
+    import numpy as np
+
+    from recsys.data.store import DataStore
+
+    items = np.sort(DataStore(data).read("items", columns=["item_id"])["item_id"].to_numpy())
+    rng = np.random.default_rng(0)
+    queries = []
+    for _, country in customers:
+        seen = ",".join(rng.choice(items, size=min(n_items, len(items)), replace=False))
+        queries.append(f"session_items={seen}&country={country}&n=10")
+    return queries
+
+
 def instructions_per_request(argv: list[str], requests: int) -> dict[str, int]:
     """Run this script again under callgrind (``--in-callgrind``); instructions per
     request of every endpoint it measured there."""
@@ -213,6 +232,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2_000, help="Per pass and endpoint.")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--only", choices=("rec", "health"), help="Run one endpoint only.")
+    parser.add_argument(
+        "--visitors",
+        choices=("known", "session"),
+        default="known",
+        help="Known customers, or anonymous visitors with session items [known].",
+    )
+    parser.add_argument("--session-items", type=int, default=3, help="Per session visitor [3].")
     parser.add_argument("--breakdown", action="store_true", help="Time the engine's parts too.")
     parser.add_argument(
         "--stages", action="store_true", help="Also the reference endpoints (see above)."
@@ -223,6 +249,8 @@ def main() -> None:
     parser.add_argument("--in-callgrind", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.visitors == "session" and (args.breakdown or args.stages):
+        parser.error("--breakdown and --stages measure known customers only")
 
     data = Path(args.data)
     server = None
@@ -245,6 +273,8 @@ def main() -> None:
             return
         customers = sorted(known_customers(url, data, args.customers))
         queries = [f"user_id={u}&country={c}&n=10" for u, c in customers]
+        if args.visitors == "session":
+            queries = session_queries(data, customers, args.session_items)
         recs = [environ("/v1/recommendations", q) for q in queries]
         endpoints = {"healthz": [environ("/healthz", "")], "recommendations": recs}
         app = build_app(data)
