@@ -355,10 +355,12 @@ def test_a_champion_of_other_data_is_refreshed_by_its_recipe_and_challengers_mee
     current = champion(tracking)
     assert current.tags["data_fingerprint"] == knn["data_fingerprint"]
 
-    # whatever won, its own recipe trained on other data again replaces it
+    # whatever won, its own recipe trained on newer data again replaces it, not on older
     recipe = json.loads(current.tags["recipe"])
     sets = {**recipe["params"], "data": recipe["data"]}
-    newer = fit(recipe["model"], sets, "2024-02-15")
+    with pytest.raises(PromotionRefused, match="does not go back in time"):
+        promote(tracking, fit(recipe["model"], sets, "2024-02-15")["model_version"])
+    newer = fit(recipe["model"], sets, "2024-02-25")
     decision = promote(tracking, newer["model_version"])
     assert decision["promoted"] and decision["refresh"]
     assert int(champion(tracking).version) == newer["model_version"]

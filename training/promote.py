@@ -11,7 +11,8 @@ champion measured on other data is not compared as it stands:
 - a challenger with the champion's own *recipe* (model, parameters and
   interaction settings: the ``recipe`` tag) is the champion retrained on this
   data: it replaces it (a *refresh*), so that the storefront is never held on
-  a model of old data;
+  a model of old data; under the temporal protocol only with a cut-off no
+  earlier than the champion's (a refresh does not go back in time);
 - any other challenger must beat the champion's recipe measured on the same
   data (the latest version of that recipe on the challenger's fingerprint and
   protocol); without one the gate refuses and says which recipe to train.
@@ -111,6 +112,15 @@ def promote(
                 )
         if refresh:
             decision["refresh"] = True
+            older = _cutoff(tracking, challenger) < _cutoff(tracking, current)
+            if older:
+                raise PromotionRefused(
+                    f"version {version} has the champion's recipe but an earlier cut-off "
+                    f"({_cutoff(tracking, challenger)}) than champion {current.version} "
+                    f"({_cutoff(tracking, current)}): a refresh does not go back in time; "
+                    "--force --reason to roll back on purpose",
+                    {**decision, "promoted": False},
+                )
             if value is None:
                 raise PromotionRefused(
                     f"version {version} has no {metric}", {**decision, "promoted": False}
@@ -128,6 +138,13 @@ def promote(
     for key, val in note.items():
         client.set_model_version_tag(tracking.registered_model, challenger.version, key, val)
     return {**decision, "promoted": True, "forced": force, "reason": reason, "refresh": refresh}
+
+
+def _cutoff(tracking: Tracking, version) -> str:
+    """The temporal cut-off the version was evaluated at (ISO text, UTC; "" for other
+    protocols), as ``recsys train`` logs it."""
+    params = tracking.client.get_run(version.run_id).data.params
+    return params.get("protocol.cutoff", "")
 
 
 def _same_data(a, b) -> bool:
