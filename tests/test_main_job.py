@@ -49,6 +49,8 @@ def test_recsys_run_goes_from_data_to_a_champion(tmp_path):
     assert (tmp_path / "shop" / "mlflow" / "mlflow.db").exists()
     published = steps["publish"]
     assert published["model_version"] == best["model_version"]
+    assert published["refit"]  # the champion's recipe fitted on every event
+    assert published["users"] == out["steps"]["interactions"]["users"]  # all of them
     assert published["users"] > 0 and published["bytes_per_user"] <= 1024
     assert (tmp_path / "shop" / "redis" / "recsys.rdb").exists()  # embedded, persisted
 

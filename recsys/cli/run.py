@@ -66,11 +66,18 @@ REAL_SOURCES = {
     show_default=True,
     help="Models to train, in order; each goes through the promotion gate.",
 )
+@click.option(
+    "--refit/--no-refit",
+    default=True,
+    show_default=True,
+    help="Publish the champion's recipe fitted on every event (the evaluated fit stops "
+    "at the cut-off); champions registered without a recipe are published as they are.",
+)
 @json_option
 @quiet_option
 @click.pass_context
 @user_errors
-def run(ctx, source, path, users, items, days, seed, model_names, as_json, quiet) -> None:
+def run(ctx, source, path, users, items, days, seed, model_names, refit, as_json, quiet) -> None:
     """Run the pipeline end to end: data -> validation -> interactions -> training -> publish."""
     names = _model_names(model_names)
     started = time.perf_counter()
@@ -116,8 +123,11 @@ def run(ctx, source, path, users, items, days, seed, model_names, as_json, quiet
     from recsys.snapshots.writer import PublishLocked
     from training.publish import PublishError, publish
 
+    if refit and not _champion_has_recipe(shop.root):
+        say("  the champion has no recipe tag (registered by an older version): not refitted")
+        refit = False
     try:
-        steps["publish"] = publish(shop.root, progress=progress)
+        steps["publish"] = publish(shop.root, progress=progress, refit=refit)
     except (PublishError, PublishLocked) as exc:  # e.g. another publish is running
         raise UserError(str(exc)) from exc
     except RedisError as exc:
@@ -213,6 +223,14 @@ def _train_and_promote(root: Path, names: list[str], progress: bool, say) -> dic
     }
 
 
+def _champion_has_recipe(root: Path) -> bool:
+    from training.promote import champion
+    from training.tracking import RECIPE_TAG, open_tracking
+
+    current = champion(open_tracking(root))
+    return current is not None and RECIPE_TAG in current.tags
+
+
 def _recipe(result: dict) -> str:
     from training.train import recipe_text
 
@@ -258,7 +276,8 @@ def _human(summary: dict, shop) -> str:
     pub = steps["publish"]
     lines.append(
         f"published snapshot {pub['version']}: {pub['users']} customers, "
-        f"{pub['bytes_per_user']:.0f} bytes each in Redis ({pub['seconds']} s)"
+        f"{pub['bytes_per_user']:.0f} bytes each in Redis ({pub['seconds']} s"
+        + (", champion refitted on every event)" if pub.get("refit") else ")")
     )
     lines.append(f"next: recsys --data {shop.root} models list")
     lines.append(f"      mlflow ui --backend-store-uri {training['tracking_uri']}")
