@@ -17,6 +17,7 @@ candidates of their own.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,7 +230,7 @@ def refit_on_all_events(store: DataStore, version, progress: bool = True) -> Mod
     features = recipe["model"] in FEATURE_MODELS or any(p in FEATURE_MODELS for p in parts)
     model = create_model(recipe["model"], **params)
     if progress:
-        tqdm.write(f"refit {recipe['model']} on {len(events)} events")
+        tqdm.write(f"refit {recipe['model']} on {len(events)} events", file=sys.stderr)
     model.fit(data.train_matrix(config), context=data.fit_context(store if features else None))
     meta = {"refit_of": str(version.version), "protocol": data.name}
     return ModelBundle(model, data.user_map, data.item_map, config, meta=meta)
