@@ -112,12 +112,12 @@ def promote(
                 )
         if refresh:
             decision["refresh"] = True
-            older = _cutoff(tracking, challenger) < _cutoff(tracking, current)
-            if older:
+            theirs, ours = _cutoff(tracking, challenger), _cutoff(tracking, current)
+            if theirs < ours:
                 raise PromotionRefused(
                     f"version {version} has the champion's recipe but an earlier cut-off "
-                    f"({_cutoff(tracking, challenger)}) than champion {current.version} "
-                    f"({_cutoff(tracking, current)}): a refresh does not go back in time; "
+                    f"({theirs}) than champion {current.version} ({ours}): "
+                    "a refresh does not go back in time; "
                     "--force --reason to roll back on purpose",
                     {**decision, "promoted": False},
                 )

@@ -70,9 +70,6 @@ def train(
 ) -> dict:
     """Train, evaluate, log and register one model; returns the JSON summary."""
     store = DataStore(data_dir)
-    if data is None and not store.has("events"):  # before the MLflow store is made there
-        raise TrainError(f"{store.root} holds no events; import or generate data first")
-    tracking = tracking or open_tracking(data_dir)
     protocol = protocol or (data.name if data else guess_protocol(store))
     if data is None:
         try:
@@ -80,6 +77,8 @@ def train(
         except ValueError as exc:  # no events, a cut-off that is not a date
             raise TrainError(str(exc)) from exc
     check_split(data)
+    # only now: a mistyped --data must not get an MLflow store made in it
+    tracking = tracking or open_tracking(data_dir)
     base = None if sets else best_known_params(tracking, model_name, data.fingerprint)
     model_params, config = hp.resolve(model_name, protocol, sets or {}, base)
 

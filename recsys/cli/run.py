@@ -246,10 +246,7 @@ def _champion_to_retrain(tracking, results: list[dict]) -> dict | None:
     current = champion(tracking)
     if current is None or not results or RECIPE_TAG not in current.tags:
         return None
-    same_data = all(
-        current.tags.get(tag) == results[0][key]
-        for tag, key in (("data_fingerprint", "data_fingerprint"), ("protocol", "protocol"))
-    )
+    same_data = all(current.tags.get(k) == results[0][k] for k in ("data_fingerprint", "protocol"))
     recipe = current.tags[RECIPE_TAG]
     if same_data or any(_recipe(r) == recipe for r in results):
         return None
