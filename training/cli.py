@@ -327,12 +327,15 @@ def publish_rollback(ctx, as_json) -> None:
     """Point `current` back at the previous snapshot (and keep this one as previous)."""
     from redis import RedisError
 
-    from recsys.snapshots.connection import connect
+    from recsys.snapshots.connection import connect, is_embedded, persist
     from recsys.snapshots.keys import Keys
     from recsys.snapshots.writer import rollback
 
     try:
-        out = rollback(connect(data_dir(ctx)), Keys.from_env())
+        client = connect(data_dir(ctx))
+        out = rollback(client, Keys.from_env())
+        if is_embedded(client):
+            persist(client)  # as publish does: the file holds the pointer now
     except LookupError as exc:
         raise UserError(str(exc)) from exc
     except RedisError as exc:

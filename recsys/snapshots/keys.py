@@ -66,6 +66,10 @@ class Keys:
         """Hash: model, model version, run id, created time, counts, codec."""
         return f"{self._v(version)}:meta"
 
+    def meta_parts(self) -> tuple[str, str]:
+        """``meta(version) == head + version + tail``, for server-side scripts."""
+        return f"{self.prefix}:v:", ":meta"
+
     def item_ids(self, version: str) -> str:
         """String: the version's item ids, newline-separated, in index order."""
         return f"{self._v(version)}:items"

@@ -24,6 +24,37 @@ from recsys.snapshots.keys import Keys
 #: Keys per MSET command.
 MSET_PAIRS = 500
 
+#: The flip, run by the server as one command: only while the caller holds the
+#: lock (KEYS[1] = lock, ARGV[1] = token), ``previous`` := ``current`` (KEYS[3],
+#: KEYS[2]) and ``current`` := ARGV[2]. Returns the old current (false: none),
+#: or the error ``LOCK_LOST``.
+_FLIP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('LOCK_LOST the publish lock expired')
+end
+local old = redis.call('GET', KEYS[2])
+if old and old ~= ARGV[2] then
+  redis.call('SET', KEYS[3], old)
+end
+redis.call('SET', KEYS[2], ARGV[2])
+return old
+"""
+
+#: Rollback as one command: swap ``current`` (KEYS[1]) and ``previous`` (KEYS[2])
+#: if the previous version's meta (key ARGV[1] .. version .. ARGV[2]) says ``ready``.
+_ROLLBACK = """
+local current = redis.call('GET', KEYS[1])
+local previous = redis.call('GET', KEYS[2])
+if not previous or redis.call('HGET', ARGV[1] .. previous .. ARGV[2], 'status') ~= 'ready' then
+  return redis.error_reply('NO_PREVIOUS no previous snapshot to roll back to')
+end
+redis.call('SET', KEYS[1], previous)
+if current then
+  redis.call('SET', KEYS[2], current)
+end
+return {previous, current or false}
+"""
+
 
 class PublishLocked(RuntimeError):
     """Another publish holds the lock."""
@@ -159,11 +190,13 @@ class SnapshotWriter:
             }
         )
         self.client.hset(self.keys.meta(self.version), mapping=info)
-        self._renew()
-        old = as_str(self.client.get(self.keys.current))
-        if old and old != self.version:
-            self.client.set(self.keys.previous, old)
-        self.client.set(self.keys.current, self.version)  # the flip: one command
+        keys = (self.keys.publish_lock, self.keys.current, self.keys.previous)
+        try:  # the flip: one server-side script, so no reader sees a half-done flip
+            old = as_str(self.client.eval(_FLIP, len(keys), *keys, self.token, self.version))
+        except redis.ResponseError as exc:
+            if "LOCK_LOST" in str(exc):
+                raise PublishLocked("lost the publish lock (expired); publish again") from exc
+            raise
         self.deleted += self.cleanup()
         return {"version": self.version, "previous": old, "deleted_versions": self.deleted}
 
@@ -201,12 +234,13 @@ def delete_version(client: redis.Redis, keys: Keys, version: str, batch: int = 1
 
 
 def rollback(client: redis.Redis, keys: Keys) -> dict:
-    """Swap ``current`` and ``previous``; refuses when there is no ready previous version."""
-    current = as_str(client.get(keys.current))
-    previous = as_str(client.get(keys.previous))
-    if not previous or as_str(client.hget(keys.meta(previous), "status")) != "ready":
-        raise LookupError("no previous snapshot to roll back to")
-    client.set(keys.current, previous)
-    if current:
-        client.set(keys.previous, current)
-    return {"version": previous, "previous": current}
+    """Swap ``current`` and ``previous`` in one server-side step; refuses (LookupError)
+    when there is no ready previous version."""
+    head, tail = keys.meta_parts()
+    try:
+        previous, current = client.eval(_ROLLBACK, 2, keys.current, keys.previous, head, tail)
+    except redis.ResponseError as exc:
+        if "NO_PREVIOUS" in str(exc):
+            raise LookupError("no previous snapshot to roll back to") from exc
+        raise
+    return {"version": as_str(previous), "previous": as_str(current) if current else None}
