@@ -493,3 +493,17 @@ def test_online_retail_times_around_the_clock_changes_are_kept(store, tmp_path):
         "536402": "2011-03-27 01:00:00+00:00",  # 02:00 summer time, past the gap
         "536403": "2011-10-30 03:00:00+00:00",
     }
+
+
+def test_the_same_file_imported_twice_in_one_second_keeps_both_rejects(
+    store, events_csv, monkeypatch
+):
+    frozen = importing.now_utc()
+    monkeypatch.setattr(importing, "now_utc", lambda: frozen)
+    first = import_source(store, "events", events_csv, progress=False).as_dict()
+    second = import_source(store, "events", events_csv, progress=False).as_dict()
+    assert first["import_id"] != second["import_id"]
+    assert first["rejects_file"] != second["rejects_file"]
+    for out in (first, second):
+        rejects = pd.read_parquet(store.root / out["rejects_file"])
+        assert len(rejects) == sum(out["rejected"].values()) == len(BAD_EVENTS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -95,7 +96,9 @@ def import_source(store: DataStore, fmt: str, source: str | os.PathLike, progres
         raise DataError(f"{src}: no such file or directory")
     started = time.perf_counter()
     digest = _short_hash(src) if reads_files else _text_hash(f"{source}{time.time_ns()}")
-    import_id = f"{now_utc():%Y%m%dT%H%M%S}-{fmt}-{digest}"
+    # time, format and source, plus a random part: the same file imported twice in
+    # one second must not share (and overwrite) one rejects file
+    import_id = f"{now_utc():%Y%m%dT%H%M%S}-{fmt}-{digest}-{secrets.token_hex(2)}"
     summary = ImportSummary(fmt, str(source), import_id)
     store.rejects_dir.mkdir(parents=True, exist_ok=True)
     rejects_tmp = store.rejects_dir / f".{import_id}.parquet.tmp"
