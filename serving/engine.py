@@ -135,7 +135,7 @@ class Engine:
                 snap = self._load(current)
             except RedisUnavailable:
                 return self._degraded()
-            except SnapshotNotReady as exc:
+            except (SnapshotNotReady, UnicodeDecodeError) as exc:  # the latter: not text
                 log.error("cannot load snapshot: %s", exc)
                 if self.snapshot is None:
                     raise ApiError(503, "no_snapshot", str(exc)) from exc

@@ -18,6 +18,7 @@ import numpy as np
 import pycountry
 
 from recsys.snapshots.codec import unpack, unpack_int32, unpack_offers
+from recsys.snapshots.keys import VERSION_PATTERN
 from serving.gateway import RedisGateway
 from serving.ranking import eligibility_flags
 from serving.render import Fragments
@@ -36,7 +37,7 @@ _UNSET = object()
 
 
 class SnapshotNotReady(LookupError):
-    """``current`` names no complete snapshot (nothing published yet)."""
+    """``current`` names no complete snapshot (nothing published yet, or not a version)."""
 
 
 @dataclass
@@ -143,6 +144,8 @@ def load_snapshot(
     gateway: RedisGateway, version: str, cache_similar_max_items: int = 500_000
 ) -> Snapshot:
     """Read every static table of ``version`` (raises ``SnapshotNotReady`` if incomplete)."""
+    if not VERSION_PATTERN.match(version):
+        raise SnapshotNotReady(f"current names no snapshot version: {version[:80]!r}")
     keys = gateway.keys
     everywhere = [None, *ALL_COUNTRIES]
 

@@ -1,0 +1,44 @@
+"""Versions the process cannot load: a malformed ``current`` pointer.
+
+The tiny shop of ``serving_fixtures`` is published first; then ``current`` is moved
+to something that cannot be served. A process that holds a loaded snapshot keeps
+answering from it (degraded); one that holds none answers 503 ``no_snapshot``.
+"""
+
+# ruff: noqa: F401, F811 (pytest fixtures are imported, then named as arguments)
+
+from __future__ import annotations
+
+import pytest
+from serving_fixtures import app, client, ids_of, make_config, shop
+
+from serving import create_app
+
+QUERY = "/v1/recommendations?user_id=alice&country=GB&n=3"
+
+
+def _degraded_from(client, version: str) -> None:
+    response = client.get(QUERY)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["degraded"] is True and body["version"] == version
+    assert ids_of(body) == ["a1", "a0", "a2"]  # GB's popular list: no live state
+
+
+def _no_snapshot(shop) -> None:
+    url, _, keys, _ = shop
+    fresh = create_app(make_config(url, keys.prefix)).test_client()  # holds no snapshot
+    response = fresh.get(QUERY)
+    assert response.status_code == 503, response.get_data(as_text=True)
+    assert response.get_json()["error"]["code"] == "no_snapshot"
+
+
+@pytest.mark.parametrize("pointer", [b"not-a-version", b"\xff\xfe", b"20240601T020000-zzzzzz"])
+def test_a_malformed_current_pointer_is_not_a_500(client, shop, pointer):
+    _, redis_client, keys, version = shop
+    assert client.get(QUERY).get_json()["version"] == version
+    redis_client.set(keys.current, pointer)
+    _degraded_from(client, version)
+    _no_snapshot(shop)
+    redis_client.set(keys.current, version)
+    assert client.get(QUERY).get_json()["degraded"] is False
