@@ -37,7 +37,8 @@ _UNSET = object()
 
 
 class SnapshotNotReady(LookupError):
-    """``current`` names no complete snapshot (nothing published yet, or not a version)."""
+    """``current`` names no complete snapshot: nothing published yet, not a version,
+    or keys of it are missing (evicted, or deleted while it was being read)."""
 
 
 @dataclass
@@ -165,8 +166,9 @@ def load_snapshot(
     index = {item: i for i, item in enumerate(item_ids.tolist())}
     categories = _lines(cats_blob)
     item_category = unpack_int32(item_cat_blob)
-    if len(item_category) != len(item_ids):
-        item_category = np.full(len(item_ids), -1, dtype=np.int64)
+    missing = _missing(meta, items_blob, len(item_ids), len(categories), item_category)
+    if missing:
+        raise SnapshotNotReady(f"snapshot {version} is incomplete: {missing}")
     currencies: dict[str, str] = json.loads(meta.get("markets") or "{}")
     popular = {(c, None): unpack(b) for c, b in zip(everywhere, pop_blobs, strict=True) if b}
     trending = {c: unpack(b) for c, b in zip(everywhere, trend_blobs, strict=True) if b}
@@ -215,6 +217,27 @@ def load_snapshot(
         similar_ids=similar_ids,
         similar_scores=similar_scores,
     )
+
+
+def _missing(
+    meta: dict[str, str],
+    items_blob: bytes | None,
+    n_items: int,
+    n_categories: int,
+    item_category: np.ndarray,
+) -> str | None:
+    """What is missing from a snapshot's item tables (None: nothing). A publish
+    writes all of them; a key that is gone was evicted or deleted."""
+    if items_blob is None:
+        return "its item table is missing"
+    expected = meta.get("items")
+    if expected is not None and expected != str(n_items):
+        return f"its item table holds {n_items} items, its meta says {expected}"
+    if len(item_category) != n_items:
+        return f"it has {len(item_category)} item categories for {n_items} items"
+    if n_items and int(item_category.max()) >= n_categories:
+        return f"its items name categories beyond the {n_categories} it lists"
+    return None
 
 
 def _market(country: str, currency: str | None, blob: bytes | None, n_items: int) -> Market:

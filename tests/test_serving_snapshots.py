@@ -1,4 +1,5 @@
-"""Versions the process cannot load: a malformed ``current`` pointer.
+"""Versions the process cannot load: a malformed ``current`` pointer, a snapshot whose
+keys were partly deleted (evicted, or cleaned up while a process loads it).
 
 The tiny shop of ``serving_fixtures`` is published first; then ``current`` is moved
 to something that cannot be served. A process that holds a loaded snapshot keeps
@@ -10,7 +11,7 @@ answering from it (degraded); one that holds none answers 503 ``no_snapshot``.
 from __future__ import annotations
 
 import pytest
-from serving_fixtures import app, client, ids_of, make_config, shop
+from serving_fixtures import app, client, ids_of, make_config, shop, write_shop
 
 from serving import create_app
 
@@ -42,3 +43,28 @@ def test_a_malformed_current_pointer_is_not_a_500(client, shop, pointer):
     _no_snapshot(shop)
     redis_client.set(keys.current, version)
     assert client.get(QUERY).get_json()["degraded"] is False
+
+
+@pytest.mark.parametrize("deleted", ["item_ids", "item_categories", "categories"])
+def test_a_snapshot_with_deleted_keys_is_not_loaded(client, shop, deleted):
+    _, redis_client, keys, version = shop
+    assert client.get(QUERY).get_json()["version"] == version
+    broken = write_shop(redis_client, keys)
+    redis_client.delete(getattr(keys, deleted)(broken))  # evicted, or deleted under us
+    _degraded_from(client, version)
+    for path in ("/v1/items/a0/similar?country=GB&n=2", "/v1/popular?country=GB&n=2"):
+        response = client.get(path)
+        assert response.status_code == 200 and response.get_json()["version"] == version
+    _no_snapshot(shop)
+    fixed = write_shop(redis_client, keys)
+    body = client.get(QUERY).get_json()
+    assert body["version"] == fixed and body["degraded"] is False
+    assert ids_of(body) == ["a0", "a1", "a2"]
+
+
+def test_a_truncated_item_table_is_not_loaded(client, shop):
+    _, redis_client, keys, version = shop
+    assert client.get(QUERY).get_json()["version"] == version
+    broken = write_shop(redis_client, keys)
+    redis_client.set(keys.item_ids(broken), "a0\na1")  # meta says 12 items
+    _degraded_from(client, version)
