@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -370,18 +371,27 @@ class Engine:
 
     # -- events and rules (writes) -------------------------------------------------
     def record(self, events: list[Event]) -> dict:
-        """Update live state (recent views, items bought) and append to the event stream."""
+        """Update live state (recent views, items bought) and append to the event stream.
+
+        Events older than their live state lasts (``views_ttl_s``, ``bought_ttl_s``),
+        e.g. a replayed backlog, go to the stream only: a view of last month is no
+        recent view."""
         cfg, keys = self.config, self.keys
         views: dict[str, list[str]] = {}
         bought: dict[str, list[str]] = {}
+        now = time.time()
         for event in sorted(events, key=lambda e: e.timestamp):
+            purchase = event.type == "purchase"
+            ttl = cfg.bought_ttl_s if purchase else cfg.views_ttl_s
+            if now - event.timestamp.timestamp() > ttl:
+                continue
             targets = []
             if event.user_id:
                 targets.append(("user", event.user_id))
             if event.session_id:
                 targets.append(("session", event.session_id))
             for kind, who in targets:
-                if event.type == "purchase":
+                if purchase:
                     key = keys.bought(who) if kind == "user" else keys.session_bought(who)
                     bought.setdefault(key, []).append(event.item_id)
                 else:

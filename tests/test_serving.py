@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -239,6 +240,32 @@ def test_guest_purchase_is_excluded_for_its_session(client):
     post_events(client, [{"type": "purchase", "session_id": "g-9", "item_id": "a1"}])
     body = get(client, "/v1/recommendations?session_id=g-9&country=GB&n=3")
     assert "a1" not in ids_of(body) and ids_of(body) == ["a0", "a2", "b0"]
+
+
+def test_events_older_than_the_live_state_go_to_the_stream_only(client, shop):
+    _, redis_client, keys, _ = shop
+    now = datetime.now(UTC)
+
+    def at(days: float) -> str:
+        return (now - timedelta(days=days)).isoformat()
+
+    old = [  # a replayed backlog: a view of 30 days ago is no recent view
+        {"type": "view", "session_id": "s-old", "item_id": "b3", "timestamp": at(30)},
+        {"type": "purchase", "session_id": "s-old", "item_id": "a1", "timestamp": at(60)},
+    ]
+    assert post_events(client, old)["accepted"] == 2
+    assert redis_client.xlen(keys.event_stream) == 2  # training still gets them
+    body = get(client, "/v1/recommendations?session_id=s-old&country=GB&n=3")
+    assert body["source"] == "popular_country" and ids_of(body) == ["a1", "a0", "a2"]
+    assert not redis_client.exists(keys.session_views("s-old"), keys.session_bought("s-old"))
+    recent = [
+        {"type": "view", "session_id": "s-old", "item_id": "b3", "timestamp": at(6)},
+        {"type": "purchase", "session_id": "s-old", "item_id": "a1", "timestamp": at(29)},
+    ]
+    post_events(client, recent)
+    body = get(client, "/v1/recommendations?session_id=s-old&country=DE&n=2")
+    assert body["source"] == "session" and ids_of(body) == ["b2", "b4"]
+    assert redis_client.smembers(keys.session_bought("s-old")) == {b"a1"}
 
 
 @pytest.mark.parametrize(
