@@ -43,6 +43,19 @@ LIST = {
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/List"}}},
 }
 SECURED = [{"apiKey": []}]
+MARKET = {
+    "name": "market",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^([A-Za-z]{2}|_)$"},
+    "description": "ISO 3166-1 alpha-2 code (any case) or '_' (every market).",
+}
+EVENTS = {
+    "type": "array",
+    "items": {"$ref": "#/components/schemas/Event"},
+    "minItems": 1,
+    "description": "At most max_events (default 500) events.",
+}
 
 DOCUMENT = {
     "openapi": "3.1.0",
@@ -111,19 +124,12 @@ DOCUMENT = {
                             "schema": {
                                 "oneOf": [
                                     {"$ref": "#/components/schemas/Event"},
-                                    {
-                                        "type": "array",
-                                        "items": {"$ref": "#/components/schemas/Event"},
-                                    },
+                                    EVENTS,
                                     {
                                         "type": "object",
-                                        "properties": {
-                                            "events": {
-                                                "type": "array",
-                                                "items": {"$ref": "#/components/schemas/Event"},
-                                            }
-                                        },
+                                        "properties": {"events": EVENTS},
                                         "required": ["events"],
+                                        "additionalProperties": False,
                                     },
                                 ]
                             }
@@ -131,7 +137,14 @@ DOCUMENT = {
                     },
                 },
                 "responses": {
-                    "200": {"description": "Accepted: count and stream entry ids"},
+                    "200": {
+                        "description": "Accepted: count and stream entry ids",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/Accepted"}
+                            }
+                        },
+                    },
                     "400": ERROR,
                     "401": ERROR,
                     "403": ERROR,
@@ -145,36 +158,45 @@ DOCUMENT = {
             "get": {
                 "summary": "Rules in force per market",
                 "security": SECURED,
-                "responses": {"200": {"description": "Rules per market"}, "401": ERROR},
+                "responses": {
+                    "200": {"description": "Rules per market"},
+                    "401": ERROR,
+                    "403": ERROR,
+                },
             }
         },
         "/v1/admin/rules/{market}": {
             "put": {
                 "summary": "Replace a market's pinned / boosted items ('_': every market)",
                 "security": SECURED,
-                "parameters": [
-                    {
-                        "name": "market",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "pattern": "^([A-Z]{2}|_)$"},
-                    }
-                ],
+                "parameters": [MARKET],
                 "requestBody": {
                     "required": True,
                     "content": {
                         "application/json": {"schema": {"$ref": "#/components/schemas/Rules"}}
                     },
                 },
-                "responses": {"200": {"description": "Stored"}, "400": ERROR, "401": ERROR},
+                "responses": {
+                    "200": {"description": "Stored"},
+                    "400": ERROR,
+                    "401": ERROR,
+                    "403": ERROR,
+                    "413": ERROR,
+                    "415": ERROR,
+                    "503": ERROR,
+                },
             },
             "delete": {
                 "summary": "Remove a market's stored rules (the rules file's apply again)",
                 "security": SECURED,
-                "parameters": [
-                    {"name": "market", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {"200": {"description": "Deleted"}, "401": ERROR},
+                "parameters": [MARKET],
+                "responses": {
+                    "200": {"description": "Deleted"},
+                    "400": ERROR,
+                    "401": ERROR,
+                    "403": ERROR,
+                    "503": ERROR,
+                },
             },
         },
         "/v1/openapi.json": {
@@ -221,7 +243,7 @@ DOCUMENT = {
                     "category": {"type": ["string", "null"]},
                     "source": {"type": "string"},
                 },
-                "required": ["item_id", "score", "price", "currency", "source"],
+                "required": ["item_id", "score", "price", "currency", "category", "source"],
             },
             "List": {
                 "type": "object",
@@ -244,6 +266,15 @@ DOCUMENT = {
                     "version": {"type": "string"},
                     "degraded": {"type": "boolean"},
                     "country": {"type": ["string", "null"]},
+                    "user_known": {
+                        "type": ["boolean", "null"],
+                        "description": "Recommendations: the customer has published candidates "
+                        "(null when degraded: not looked up).",
+                    },
+                    "item_known": {
+                        "type": "boolean",
+                        "description": "Similar items: the snapshot knows the item.",
+                    },
                 },
                 "required": ["items", "source", "version", "degraded"],
             },
@@ -255,13 +286,23 @@ DOCUMENT = {
                     "user_id": _ID,
                     "session_id": _ID,
                     "timestamp": {"type": "string", "format": "date-time"},
-                    "quantity": {"type": "integer", "minimum": 1},
+                    "quantity": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
                     "price": {"type": "number", "minimum": 0},
-                    "currency": {"type": "string"},
-                    "country": {"type": "string"},
+                    "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                    "country": {"type": "string", "pattern": "^[A-Z]{2}$"},
                 },
                 "required": ["type", "item_id"],
+                "anyOf": [{"required": ["user_id"]}, {"required": ["session_id"]}],
+                "dependentRequired": {"price": ["currency"]},
                 "additionalProperties": False,
+            },
+            "Accepted": {
+                "type": "object",
+                "properties": {
+                    "accepted": {"type": "integer"},
+                    "stream_ids": {"type": "array", "items": {"type": "string"}},
+                },
+                "required": ["accepted", "stream_ids"],
             },
             "Rules": {
                 "type": "object",
