@@ -133,7 +133,10 @@ class Engine:
                 current = current.decode()
                 if snap is not None and snap.version == current:
                     return snap, out[1:], False
-                snap = self._load(current)
+                loaded = self._load(current, wait=snap is None)
+                if loaded is None:  # another thread loads it: the held version's reads stand
+                    return snap, out[1:], False
+                snap = loaded
             except RedisUnavailable:
                 return self._degraded()
             except (SnapshotNotReady, UnicodeDecodeError) as exc:  # the latter: not text
@@ -148,8 +151,14 @@ class Engine:
             raise ApiError(503, "unavailable", "Redis is unreachable and no snapshot is cached yet")
         return self.snapshot, [], True
 
-    def _load(self, version: str) -> Snapshot:
-        with self._load_lock:
+    def _load(self, version: str, wait: bool = True) -> Snapshot | None:
+        """Load ``version`` (once per process). Without ``wait``, None while another
+        thread loads one: a caller holding a snapshot answers from it meanwhile (a
+        publish keeps the version it replaced as ``previous``) instead of queueing
+        behind a load that takes seconds for a large catalog."""
+        if not self._load_lock.acquire(blocking=wait):
+            return None
+        try:
             if self.snapshot is not None and self.snapshot.version == version:
                 return self.snapshot
             snap = load_snapshot(self.gateway, version, self.config.cache_similar_max_items)
@@ -159,6 +168,8 @@ class Engine:
             self.metrics.snapshot_loaded.set(snap.loaded_at)
             log.info("loaded snapshot %s (%d items)", version, snap.n_items)
             return snap
+        finally:
+            self._load_lock.release()
 
     def _reload_rules(self, generation) -> None:
         markets = all_markets()

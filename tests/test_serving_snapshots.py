@@ -10,6 +10,8 @@ answering from it (degraded); one that holds none answers 503 ``no_snapshot``.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from serving_fixtures import app, client, ids_of, make_config, shop, write_shop
 
@@ -68,3 +70,27 @@ def test_a_truncated_item_table_is_not_loaded(client, shop):
     broken = write_shop(redis_client, keys)
     redis_client.set(keys.item_ids(broken), "a0\na1")  # meta says 12 items
     _degraded_from(client, version)
+
+
+def test_threads_answer_from_the_loaded_version_while_another_loads_the_new_one(app, shop):
+    """A gthread worker: while one thread loads the version a publish flipped to (seconds
+    for a large catalog), the others answer from the version they hold, whose keys
+    the publish keeps as ``previous``, instead of queueing behind the load."""
+    _, redis_client, keys, version = shop
+    engine = app.extensions["recsys"]
+    assert app.test_client().get(QUERY).get_json()["version"] == version
+    new = write_shop(redis_client, keys)
+    answers = []
+
+    def request():
+        answers.append(app.test_client().get(QUERY))
+
+    thread = threading.Thread(target=request, daemon=True)
+    with engine._load_lock:  # another thread is loading the new version
+        thread.start()
+        thread.join(timeout=5)
+        assert not thread.is_alive(), "the request waited for the other thread's load"
+    body = answers[0].get_json()
+    assert body["version"] == version and body["degraded"] is False
+    assert ids_of(body) == ["a0", "a1", "a2"]  # alice's candidates: live state read as usual
+    assert app.test_client().get(QUERY).get_json()["version"] == new
