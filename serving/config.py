@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from recsys.data import markets
+
 API_KEY_ENV = "RECSYS_API_KEY"
 RULES_FILE_ENV = "RECSYS_RULES_FILE"
 
@@ -86,6 +88,8 @@ class ServingConfig:
         if self.redis_url is None and self.data_dir is None:
             raise ValueError("set a data directory or a Redis URL")
         country = self.default_country.upper() if self.default_country else None
+        if country is not None and not markets.is_country(country):
+            raise ValueError(f"default_country must be an ISO 3166-1 alpha-2 code, not {country!r}")
         return replace(
             self,
             data_dir=Path(self.data_dir) if self.data_dir is not None else None,

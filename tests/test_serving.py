@@ -450,3 +450,13 @@ def test_keys_refuse_new_live_key_names_with_bad_ids():
             keys.session_views(bad)
         with pytest.raises(ValueError):
             keys.session_bought(bad)
+
+
+def test_a_default_country_that_is_no_country_code_is_refused_at_start(shop):
+    url, _, keys, _ = shop
+    for bad in ("UK", "GBR", "G1"):  # every list without ?country= would be empty
+        with pytest.raises(ValueError, match="default_country"):
+            make_config(url, keys.prefix, default_country=bad)
+    client = create_app(make_config(url, keys.prefix, default_country="gb")).test_client()
+    body = get(client, "/v1/recommendations?user_id=alice&n=2")
+    assert body["country"] == "GB" and ids_of(body) == ["a0", "a1"]
