@@ -48,6 +48,9 @@ class ServingConfig:
     #: Redis socket timeouts (seconds), and how long to skip Redis after a failure.
     redis_timeout_s: float = 0.25
     redis_retry_after_s: float = 1.0
+    #: After ``current`` named a version that could not be loaded, how long to keep
+    #: answering from the held snapshot before trying that version again.
+    snapshot_retry_s: float = 5.0
     #: Similar-item lists are cached in-process for catalogs up to this size.
     cache_similar_max_items: int = 500_000
 

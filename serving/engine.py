@@ -83,6 +83,8 @@ class Engine:
         self._rules_generation = _UNLOADED
         self._resolved: dict[tuple, tuple[np.ndarray, dict[int, float]]] = {}
         self._load_lock = threading.Lock()
+        #: (version, until, why): a version that failed to load, not tried again until then
+        self._refused: tuple[str, float, str] | None = None
         #: every request's first command, packed once
         self._pointer = pack_commands([("MGET", self.keys.current, self.keys.rules_generation)])
         #: a recommendation's reads (``Keys.customer``, ``Keys.session``), packed by template
@@ -110,6 +112,7 @@ class Engine:
         replies, degraded)``."""
         snap = self.snapshot
         pointer = self._pointer
+        current = None
         for _ in range(3):
             try:
                 extra = commands(snap) if snap is not None and commands is not None else None
@@ -133,6 +136,9 @@ class Engine:
                 current = current.decode()
                 if snap is not None and snap.version == current:
                     return snap, out[1:], False
+                refused = self._refused
+                if refused is not None and refused[0] == current and time.monotonic() < refused[1]:
+                    return self._unloadable(refused[2])  # not a full load attempt per request
                 loaded = self._load(current, wait=snap is None)
                 if loaded is None:  # another thread loads it: the held version's reads stand
                     return snap, out[1:], False
@@ -141,9 +147,17 @@ class Engine:
                 return self._degraded()
             except (SnapshotNotReady, UnicodeDecodeError) as exc:  # the latter: not text
                 log.error("cannot load snapshot: %s", exc)
-                if self.snapshot is None:
-                    raise ApiError(503, "no_snapshot", str(exc)) from exc
-                return self._degraded()
+                self.metrics.snapshot_load_failures.inc()
+                if isinstance(current, str):
+                    until = time.monotonic() + self.config.snapshot_retry_s
+                    self._refused = (current, until, str(exc))
+                return self._unloadable(str(exc))
+        return self._degraded()
+
+    def _unloadable(self, why: str) -> tuple[Snapshot, list, bool]:
+        """``current`` cannot be loaded: the held snapshot, degraded, else a 503."""
+        if self.snapshot is None:
+            raise ApiError(503, "no_snapshot", why)
         return self._degraded()
 
     def _degraded(self) -> tuple[Snapshot, list, bool]:

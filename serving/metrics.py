@@ -77,6 +77,11 @@ class Metrics:
         self.snapshot_loads = Counter(
             "recsys_snapshot_loads", "Snapshot versions loaded into the process.", registry=r
         )
+        self.snapshot_load_failures = Counter(
+            "recsys_snapshot_load_failures",
+            "Attempts to load the version `current` names that failed (not ready, broken).",
+            registry=r,
+        )
         self.snapshot_loaded = Gauge(
             "recsys_snapshot_loaded_timestamp_seconds",
             "When the process loaded its current snapshot.",

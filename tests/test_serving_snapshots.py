@@ -94,3 +94,26 @@ def test_threads_answer_from_the_loaded_version_while_another_loads_the_new_one(
     assert body["version"] == version and body["degraded"] is False
     assert ids_of(body) == ["a0", "a1", "a2"]  # alice's candidates: live state read as usual
     assert app.test_client().get(QUERY).get_json()["version"] == new
+
+
+def test_a_version_that_cannot_be_loaded_is_tried_again_only_after_a_pause(shop):
+    """Every request used to attempt the whole load of a broken ``current`` again (a
+    heavy pipeline and an error line each); now once per ``snapshot_retry_s``."""
+    import time
+
+    url, redis_client, keys, version = shop
+    app = create_app(make_config(url, keys.prefix, snapshot_retry_s=0.5))
+    client, failures = app.test_client(), app.extensions["recsys"].metrics.snapshot_load_failures
+    assert client.get(QUERY).get_json()["version"] == version
+    broken = write_shop(redis_client, keys)
+    redis_client.delete(keys.item_ids(broken))
+    for _ in range(5):
+        _degraded_from(client, version)
+    assert failures._value.get() == 1
+    time.sleep(0.6)
+    _degraded_from(client, version)
+    assert failures._value.get() == 2  # tried again after the pause, still broken
+    fixed = write_shop(redis_client, keys)  # a new version is tried at once
+    assert client.get(QUERY).get_json()["version"] == fixed
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert "recsys_snapshot_load_failures_total 2.0" in metrics
