@@ -408,8 +408,8 @@ class Engine:
         for event in sorted(events, key=lambda e: e.timestamp):
             purchase = event.type == "purchase"
             ttl = cfg.bought_ttl_s if purchase else cfg.views_ttl_s
-            if now - event.timestamp.timestamp() > ttl:
-                continue
+            if now - event.timestamp.timestamp() > ttl or not (purchase or cfg.views_kept):
+                continue  # views_kept 0: no recent views are kept at all
             targets = []
             if event.user_id:
                 targets.append(("user", event.user_id))

@@ -460,3 +460,17 @@ def test_a_default_country_that_is_no_country_code_is_refused_at_start(shop):
     client = create_app(make_config(url, keys.prefix, default_country="gb")).test_client()
     body = get(client, "/v1/recommendations?user_id=alice&n=2")
     assert body["country"] == "GB" and ids_of(body) == ["a0", "a1"]
+
+
+def test_views_kept_zero_keeps_no_recent_views(shop):
+    url, redis_client, keys, _ = shop
+    client = create_app(make_config(url, keys.prefix, views_kept=0)).test_client()
+    events = [
+        {"type": "view", "session_id": "s-none", "item_id": "b3"},
+        {"type": "purchase", "session_id": "s-none", "item_id": "a1"},
+    ]
+    assert post_events(client, events)["accepted"] == 2
+    assert not redis_client.exists(keys.session_views("s-none"))  # LTRIM 0 0 kept one
+    assert redis_client.smembers(keys.session_bought("s-none")) == {b"a1"}
+    body = get(client, "/v1/recommendations?session_id=s-none&country=GB&n=3")
+    assert body["source"] == "popular_country" and "a1" not in ids_of(body)
