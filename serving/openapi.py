@@ -38,6 +38,13 @@ ERROR = {
     "description": "Error",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
+
+
+def _errors(*codes: int) -> dict:
+    """Error answers (``{"error": {"code", "message"}}``) under these status codes."""
+    return {str(code): ERROR for code in codes}
+
+
 LIST = {
     "description": "A list",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/List"}}},
@@ -145,12 +152,7 @@ DOCUMENT = {
                             }
                         },
                     },
-                    "400": ERROR,
-                    "401": ERROR,
-                    "403": ERROR,
-                    "413": ERROR,
-                    "415": ERROR,
-                    "503": ERROR,
+                    **_errors(400, 401, 403, 413, 415, 503),
                 },
             }
         },
@@ -160,8 +162,7 @@ DOCUMENT = {
                 "security": SECURED,
                 "responses": {
                     "200": {"description": "Rules per market"},
-                    "401": ERROR,
-                    "403": ERROR,
+                    **_errors(401, 403),
                 },
             }
         },
@@ -178,12 +179,7 @@ DOCUMENT = {
                 },
                 "responses": {
                     "200": {"description": "Stored"},
-                    "400": ERROR,
-                    "401": ERROR,
-                    "403": ERROR,
-                    "413": ERROR,
-                    "415": ERROR,
-                    "503": ERROR,
+                    **_errors(400, 401, 403, 413, 415, 503),
                 },
             },
             "delete": {
@@ -192,10 +188,7 @@ DOCUMENT = {
                 "parameters": [MARKET],
                 "responses": {
                     "200": {"description": "Deleted"},
-                    "400": ERROR,
-                    "401": ERROR,
-                    "403": ERROR,
-                    "503": ERROR,
+                    **_errors(400, 401, 403, 503),
                 },
             },
         },
