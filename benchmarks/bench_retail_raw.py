@@ -16,6 +16,11 @@ CSV with pandas, both ways, to show where the difference comes from:
   relevance and IDCG over min(10, |test items|).
 
     python benchmarks/bench_retail_raw.py ../shared/data/online_retail/online_retail.csv.gz
+
+``--with-charges OUT`` instead writes a copy of the file whose non-product
+codes are renamed (``POST`` -> ``NPPOST`` ...) so that the importer takes them
+as products: our models can then be trained and scored on the basis the
+issue's reference figures were measured on.
 """
 
 from __future__ import annotations
@@ -74,12 +79,29 @@ def ndcg_of_counts(rows: pd.DataFrame, cutoff: str, days: int, popularity_fill: 
     return {"ndcg@10": round(float(np.mean(scores)), 4), "test_users": len(scores)}
 
 
+def write_with_charges(path: str, out: str) -> int:
+    """Copy ``path`` to ``out`` with the importer's non-product codes renamed to
+    product-like ones (``NP`` + the code's letters and digits); returns how many lines."""
+    from recsys.data.formats.online_retail import NON_PRODUCT_CODES, NON_PRODUCT_PREFIXES
+
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="latin-1")
+    code = raw["StockCode"].str.upper()
+    charge = code.isin(NON_PRODUCT_CODES) | code.str.startswith(NON_PRODUCT_PREFIXES)
+    raw.loc[charge, "StockCode"] = "NP" + code[charge].str.replace(r"[^A-Z0-9]", "", regex=True)
+    raw.to_csv(out, index=False, encoding="latin-1")
+    return int(charge.sum())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("csv", help="online_retail.csv.gz")
     parser.add_argument("--cutoff", default="2011-11-09")
     parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--with-charges", metavar="OUT", help="Write the renamed copy to OUT.")
     args = parser.parse_args()
+    if args.with_charges:
+        print(json.dumps({"renamed_lines": write_with_charges(args.csv, args.with_charges)}))
+        return
     out = {}
     for products_only in (False, True):
         rows = purchases(args.csv, products_only)
