@@ -389,3 +389,43 @@ def test_rollback_of_the_embedded_redis_is_saved_to_its_file(tmp_path, monkeypat
         assert reopened.get(keys.current).decode() == first
     finally:
         reopened.shutdown(nosave=True)
+
+
+@pytest.fixture
+def private_redis(monkeypatch):
+    """A redis-server of this test alone (one it may fill up or reconfigure); REDIS_URL
+    names it; returns (client, keys)."""
+    from serving_fixtures import RedisProcess
+
+    server = RedisProcess()
+    server.start()
+    monkeypatch.setenv("REDIS_URL", server.url)
+    monkeypatch.setenv("RECSYS_REDIS_PREFIX", "shop")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    try:
+        yield redis.Redis.from_url(server.url), Keys("shop")
+    finally:
+        server.close()
+
+
+def _publish_cli(shop, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "recsys", "--data", str(shop), "publish", "-q", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+
+
+def test_a_publish_that_runs_out_of_memory_deletes_what_it_wrote(shop, private_redis):
+    client, keys = private_redis
+    served = publish(shop, n=30, k_similar=5, progress=False)["version"]
+    before = client.dbsize()
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", client.info("memory")["used_memory"] + 100_000)
+    done = _publish_cli(shop, "--n", "30", "--k-similar", "5")
+    assert done.returncode == 2, done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: Redis: out of memory") and "maxmemory" in error
+    assert len(error) < 400 and "\\x" not in error  # no packed values of the failed command
+    assert client.get(keys.current).decode() == served  # readers untouched
+    assert [v.decode() for v in client.zrange(keys.versions, 0, -1)] == [served]
+    assert client.dbsize() == before  # the half-written version is gone: memory is free again
+    assert client.get(keys.publish_lock) is None
+    client.config_set("maxmemory", 0)

@@ -90,6 +90,7 @@ class SnapshotWriter:
         self._pipe = client.pipeline(transaction=False)
         self._pending = 0
         self._began = time.monotonic()
+        self._flipped = False
         self.deleted: list[str] = []
 
     # -- lock ---------------------------------------------------------------------
@@ -103,25 +104,43 @@ class SnapshotWriter:
                     f"{self.lock_ttl_ms / 1000:.0f} s after its writer stops"
                 )
             time.sleep(0.2)
-        self.deleted = self.cleanup()  # debris of writers that died
-        self.client.zadd(self.keys.versions, {self.version: time.time()})
-        self.client.hset(
-            self.keys.meta(self.version),
-            mapping={
-                "status": "writing",
-                "codec": CODEC,
-                "started_at": datetime.now(UTC).isoformat(),
-            },
-        )
+        try:
+            self.deleted = self.cleanup()  # debris of writers that died
+            self.client.zadd(self.keys.versions, {self.version: time.time()})
+            self.client.hset(
+                self.keys.meta(self.version),
+                mapping={
+                    "status": "writing",
+                    "codec": CODEC,
+                    "started_at": datetime.now(UTC).isoformat(),
+                },
+            )
+        except BaseException as exc:  # __exit__ is not called when __enter__ fails
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self._pipe.reset()
+            if exc_type is not None and not self._flipped:
+                self._discard()
         finally:
             # release only our own lock
             if as_str(self.client.get(self.keys.publish_lock)) == self.token:
                 self.client.delete(self.keys.publish_lock)
+
+    def _discard(self) -> None:
+        """Delete the version of this failed publish (a Redis out of memory gets its memory
+        back now, not at the next publish). Best effort: what it cannot delete, the next
+        publish does. A version that ``current`` or ``previous`` names is kept (a flip whose
+        reply was lost went through)."""
+        try:
+            pointers = {as_str(v) for v in self.client.mget(self.keys.current, self.keys.previous)}
+            if self.version not in pointers:
+                delete_version(self.client, self.keys, self.version)
+        except redis.RedisError:
+            pass
 
     def _renew(self) -> None:
         if as_str(self.client.get(self.keys.publish_lock)) != self.token:
@@ -142,7 +161,17 @@ class SnapshotWriter:
     def flush(self) -> None:
         """Send the queued commands and renew the lock."""
         if self._pending:
-            self._pipe.execute()
+            try:
+                self._pipe.execute()
+            except redis.ResponseError as exc:
+                if "maxmemory" not in str(exc):
+                    raise
+                # the pipeline's message quotes the refused command, packed values and all
+                raise redis.OutOfMemoryError(
+                    f"out of memory (the server's maxmemory) after {self.keys_written} keys of "
+                    f"snapshot {self.version}: not published, its keys are deleted; the served "
+                    "snapshot is unchanged. Free memory or raise maxmemory, then publish again"
+                ) from None
             self._pending = 0
         if self.max_rate:
             ahead = self.keys_written / self.max_rate - (time.monotonic() - self._began)
@@ -193,6 +222,7 @@ class SnapshotWriter:
         keys = (self.keys.publish_lock, self.keys.current, self.keys.previous)
         try:  # the flip: one server-side script, so no reader sees a half-done flip
             old = as_str(self.client.eval(_FLIP, len(keys), *keys, self.token, self.version))
+            self._flipped = True
         except redis.ResponseError as exc:
             if "LOCK_LOST" in str(exc):
                 raise PublishLocked("lost the publish lock (expired); publish again") from exc
