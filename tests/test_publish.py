@@ -429,3 +429,19 @@ def test_a_publish_that_runs_out_of_memory_deletes_what_it_wrote(shop, private_r
     assert client.dbsize() == before  # the half-written version is gone: memory is free again
     assert client.get(keys.publish_lock) is None
     client.config_set("maxmemory", 0)
+
+
+def test_publish_refuses_a_redis_that_may_evict_snapshot_keys(shop, private_redis):
+    client, keys = private_redis
+    served = publish(shop, n=30, k_similar=5, progress=False)["version"]
+    client.config_set("maxmemory", client.info("memory")["used_memory"] + 100_000)
+    client.config_set("maxmemory-policy", "allkeys-lru")  # any key may go, snapshots too
+    done = _publish_cli(shop, "--n", "30", "--k-similar", "5")
+    assert done.returncode == 2, done.stderr
+    assert "maxmemory-policy allkeys-lru" in done.stderr and "noeviction" in done.stderr
+    assert client.get(keys.current).decode() == served
+    assert client.info("stats")["evicted_keys"] == 0  # refused before writing anything
+    assert [v.decode() for v in client.zrange(keys.versions, 0, -1)] == [served]
+    client.config_set("maxmemory-policy", "volatile-lru")  # keys without a TTL stay
+    client.config_set("maxmemory", 0)
+    assert publish(shop, n=30, k_similar=5, progress=False)["previous_version"] == served

@@ -104,6 +104,7 @@ def publish(
     name, version = resolve_version(tracking, model_ref)
     client = connect(data_dir)
     client.ping()  # an unreachable Redis fails now, not after computing every list
+    _refuse_evicting(client)
     mv = tracking.client.get_model_version(name, version)
     store = DataStore(data_dir)
     refit_seconds = None
@@ -203,6 +204,19 @@ def publish(
         "refit": refit,
         "refit_seconds": refit_seconds,
     }
+
+
+def _refuse_evicting(client) -> None:
+    """Refuse a Redis that evicts keys without a TTL when full: it would drop keys of the
+    snapshots (served, previous, new) and leave lists missing without an error."""
+    memory = client.info("memory")
+    policy = str(memory.get("maxmemory_policy", "noeviction"))
+    if memory.get("maxmemory") and policy.startswith("allkeys-"):
+        raise PublishError(
+            f"Redis has maxmemory {memory['maxmemory']} bytes with maxmemory-policy {policy}: "
+            "it may evict keys of the snapshots when full. Use noeviction (a full Redis "
+            "refuses the publish instead) or a volatile-* policy, or no maxmemory"
+        )
 
 
 def refit_on_all_events(store: DataStore, version, progress: bool = True) -> ModelBundle:
