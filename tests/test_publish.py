@@ -445,3 +445,17 @@ def test_publish_refuses_a_redis_that_may_evict_snapshot_keys(shop, private_redi
     client.config_set("maxmemory-policy", "volatile-lru")  # keys without a TTL stay
     client.config_set("maxmemory", 0)
     assert publish(shop, n=30, k_similar=5, progress=False)["previous_version"] == served
+
+
+def test_a_write_rate_limit_slower_than_the_lock_ttl_keeps_the_lock(env):
+    from recsys.snapshots.writer import SnapshotWriter
+
+    client, keys = env
+    started = time.monotonic()
+    # 40 keys at 20 keys/s: 2 s of writing under a lock that lives 0.5 s unless renewed
+    with SnapshotWriter(client, keys, lock_ttl_ms=500, max_rate=20) as writer:
+        writer.set(keys.item_ids(writer.version), b"")
+        writer.set_many([keys.similar(writer.version, i) for i in range(39)], [b""] * 39)
+        out = writer.commit({"model": "none"})
+    assert time.monotonic() - started >= 1.9  # the rate was kept
+    assert client.get(keys.current).decode() == out["version"]

@@ -173,10 +173,12 @@ class SnapshotWriter:
                     "snapshot is unchanged. Free memory or raise maxmemory, then publish again"
                 ) from None
             self._pending = 0
-        if self.max_rate:
+        while self.max_rate:  # a slow rate may wait longer than the lock lives: renew on the way
             ahead = self.keys_written / self.max_rate - (time.monotonic() - self._began)
-            if ahead > 0:
-                time.sleep(ahead)
+            if ahead <= 0:
+                break
+            time.sleep(min(ahead, self.lock_ttl_ms / 3000))
+            self._renew()
         self._renew()
 
     def set_list(self, key: str, ids: np.ndarray, scores: np.ndarray) -> None:
