@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
@@ -91,6 +92,7 @@ class SnapshotWriter:
         self._pending = 0
         self._began = time.monotonic()
         self._flipped = False
+        self._renewed = time.monotonic()
         self.deleted: list[str] = []
 
     # -- lock ---------------------------------------------------------------------
@@ -146,6 +148,18 @@ class SnapshotWriter:
         if as_str(self.client.get(self.keys.publish_lock)) != self.token:
             raise PublishLocked("lost the publish lock (expired); publish again")
         self.client.pexpire(self.keys.publish_lock, self.lock_ttl_ms)
+        self._renewed = time.monotonic()
+
+    def _keep_lock(self) -> None:
+        """Renew the lock during a long step (deleting old versions) once a third of its
+        TTL has passed; after the flip a lost lock no longer matters."""
+        if time.monotonic() - self._renewed < self.lock_ttl_ms / 3000:
+            return
+        try:
+            self._renew()
+        except PublishLocked:
+            if not self._flipped:
+                raise
 
     # -- writes -------------------------------------------------------------------
     def set(self, key: str, value: bytes | str) -> None:
@@ -245,20 +259,32 @@ class SnapshotWriter:
             version = as_str(raw)
             if version in keep:
                 continue
-            delete_version(self.client, self.keys, version)
+            delete_version(self.client, self.keys, version, progress=self._keep_lock)
             deleted.append(version)
         return deleted
 
 
-def delete_version(client: redis.Redis, keys: Keys, version: str, batch: int = 1_000) -> int:
-    """Unlink every key of one version (many keys per UNLINK); returns how many."""
-    count = 0
+def delete_version(
+    client: redis.Redis,
+    keys: Keys,
+    version: str,
+    batch: int = 1_000,
+    progress: Callable[[], None] | None = None,
+) -> int:
+    """Unlink every key of one version (many keys per UNLINK); returns how many.
+    ``progress`` is called after every SCAN page (SCAN goes through the whole keyspace)."""
+    count, cursor = 0, 0
     chunk: list[bytes] = []
-    for key in client.scan_iter(match=keys.version_pattern(version), count=batch):
-        chunk.append(key)
+    while True:
+        cursor, found = client.scan(cursor, match=keys.version_pattern(version), count=batch)
+        chunk += found
         if len(chunk) >= batch:
             count += client.unlink(*chunk)
             chunk = []
+        if progress is not None:
+            progress()
+        if not cursor:
+            break
     if chunk:
         count += client.unlink(*chunk)
     client.zrem(keys.versions, version)
