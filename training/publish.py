@@ -363,6 +363,10 @@ def _item_categories(store: DataStore, item_map: IdMap):
     if not store.has("items"):
         return [], [], own
     items = store.read("items", columns=["item_id", "category"]).dropna(subset=["category"])
+    # the snapshot's category table is one line per path: a line break (a quoted CSV
+    # field may hold one) reads as a space, or it would shift every later path
+    category = items["category"].str.replace(r"\s*[\r\n]+\s*", " ", regex=True).str.strip()
+    items = items.assign(category=category)[category != ""]
     index = item_map.index(items["item_id"].astype(str))
     paths: dict[str, list[int]] = {}
     for item, category in zip(index, items["category"], strict=True):
