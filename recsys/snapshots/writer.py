@@ -41,6 +41,18 @@ redis.call('SET', KEYS[2], ARGV[2])
 return old
 """
 
+#: Compare-and-act on the publish lock (KEYS[1]) held with token ARGV[1], in one
+#: command: between a GET and a DEL (or PEXPIRE) the lock could expire and be
+#: taken by another writer, whose lock would then be deleted (or extended).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
 #: Rollback as one command: swap ``current`` (KEYS[1]) and ``previous`` (KEYS[2])
 #: if the previous version's meta (key ARGV[1] .. version .. ARGV[2]) says ``ready``.
 _ROLLBACK = """
@@ -128,9 +140,7 @@ class SnapshotWriter:
             if exc_type is not None and not self._flipped:
                 self._discard()
         finally:
-            # release only our own lock
-            if as_str(self.client.get(self.keys.publish_lock)) == self.token:
-                self.client.delete(self.keys.publish_lock)
+            self.client.eval(_RELEASE, 1, self.keys.publish_lock, self.token)  # ours only
 
     def _discard(self) -> None:
         """Delete the version of this failed publish (a Redis out of memory gets its memory
@@ -145,9 +155,8 @@ class SnapshotWriter:
             pass
 
     def _renew(self) -> None:
-        if as_str(self.client.get(self.keys.publish_lock)) != self.token:
+        if not self.client.eval(_RENEW, 1, self.keys.publish_lock, self.token, self.lock_ttl_ms):
             raise PublishLocked("lost the publish lock (expired); publish again")
-        self.client.pexpire(self.keys.publish_lock, self.lock_ttl_ms)
         self._renewed = time.monotonic()
 
     def _keep_lock(self) -> None:
