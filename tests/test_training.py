@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -368,3 +369,29 @@ def test_a_champion_of_other_data_is_refreshed_by_its_recipe_and_challengers_mee
     # on the same data the recipe alone wins nothing: a tie is refused as before
     with pytest.raises(PromotionRefused, match="lost by"):
         promote(tracking, fit(recipe["model"], sets, "2024-02-20")["model_version"])
+
+
+def test_a_champion_whose_run_was_purged_is_listed_beaten_and_not_published(shop, monkeypatch):
+    monkeypatch.setenv("RECSYS_REGISTERED_MODEL", "purged-shop")  # a registry of its own
+    tracking = open_tracking(shop)
+    gone = train(shop, "popular", {"by": "global"}, progress=False, tracking=tracking)
+    other = train(shop, "popular", {"by": "country"}, progress=False, tracking=tracking)
+    promote(tracking, gone["model_version"])
+    tracking.client.delete_run(gone["run_id"])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri}
+    purge = [sys.executable, "-m", "mlflow", "gc", "--run-ids", gone["run_id"]]
+    subprocess.run(purge, env=env, check=True, capture_output=True)
+
+    listed = CliRunner().invoke(cli, ["--data", str(shop), "models", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = {v["version"]: v for v in json.loads(listed.stdout)["versions"]}
+    assert rows[gone["model_version"]]["ndcg@10"] is None
+    assert rows[gone["model_version"]]["run_missing"] is True
+    assert rows[other["model_version"]]["run_missing"] is False
+
+    published = CliRunner().invoke(cli, ["--data", str(shop), "publish", "-q"])
+    assert published.exit_code == 2, published.output
+    assert "cannot be read" in published.output and "Traceback" not in published.output
+
+    won = promote(tracking, other["model_version"])  # a champion without a number
+    assert won["promoted"] and won["champion_value"] is None

@@ -111,7 +111,7 @@ def list_(ctx, as_json) -> None:
         "\n".join(
             f"v{v['version']:<4} {v['model'] or '?':<10} {v['protocol'] or '?':<10} "
             f"ndcg@10 {v['ndcg@10'] if v['ndcg@10'] is None else round(v['ndcg@10'], 4)!s:<8} "
-            f"{','.join(v['aliases'])}"
+            f"{','.join(v['aliases'])}" + ("  (run deleted)" if v["run_missing"] else "")
             for v in versions
         )
         or "no versions yet: run `recsys train`"

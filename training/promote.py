@@ -54,11 +54,22 @@ def champion(tracking: Tracking):
         return None
 
 
+def run_of(tracking: Tracking, version):
+    """The version's run, or None when it is gone (purged by ``mlflow gc``, or no run)."""
+    try:
+        return tracking.client.get_run(version.run_id) if version.run_id else None
+    except MlflowException:
+        return None
+
+
 def metric_of(tracking: Tracking, version, metric: str) -> float | None:
     """The version's run metric (``ndcg@10`` is logged as ``ndcg_at_10``), None when the
-    run has none or it is not a number (NaN: there is nothing to compare)."""
-    run = tracking.client.get_run(version.run_id)
-    value = run.data.metrics.get(metric.replace("@", "_at_"))
+    run has none, is gone, or the value is not a number (NaN: there is nothing to compare)."""
+    return _metric_in(run_of(tracking, version), metric)
+
+
+def _metric_in(run, metric: str) -> float | None:
+    value = None if run is None else run.data.metrics.get(metric.replace("@", "_at_"))
     return value if value is not None and math.isfinite(value) else None
 
 
@@ -142,9 +153,9 @@ def promote(
 
 def _cutoff(tracking: Tracking, version) -> str:
     """The temporal cut-off the version was evaluated at (ISO text, UTC; "" for other
-    protocols), as ``recsys train`` logs it."""
-    params = tracking.client.get_run(version.run_id).data.params
-    return params.get("protocol.cutoff", "")
+    protocols, or a run that is gone), as ``recsys train`` logs it."""
+    run = run_of(tracking, version)
+    return "" if run is None else run.data.params.get("protocol.cutoff", "")
 
 
 def _same_data(a, b) -> bool:
@@ -226,7 +237,8 @@ def rollback(tracking: Tracking) -> dict:
 
 
 def list_versions(tracking: Tracking, metric: str = "ndcg@10") -> list[dict]:
-    """Every version of the registered model with its model type, metric and aliases."""
+    """Every version of the registered model with its model type, metric and aliases;
+    ``run_missing`` marks a version whose run is gone (its metrics and bundle with it)."""
     client = tracking.client
     versions = client.search_model_versions(f"name = '{tracking.registered_model}'")
     aliases: dict[str, list[str]] = {}
@@ -234,13 +246,15 @@ def list_versions(tracking: Tracking, metric: str = "ndcg@10") -> list[dict]:
         aliases.setdefault(str(version), []).append(alias)
     out = []
     for v in sorted(versions, key=lambda v: int(v.version)):
+        run = run_of(tracking, v)
         out.append(
             {
                 "version": int(v.version),
                 "model": v.tags.get("model"),
                 "protocol": v.tags.get("protocol"),
                 "data_fingerprint": v.tags.get("data_fingerprint"),
-                metric: metric_of(tracking, v, metric),
+                metric: _metric_in(run, metric),
+                "run_missing": run is None,
                 "aliases": sorted(aliases.get(str(v.version), [])),
                 "run_id": v.run_id,
                 "promotion": v.tags.get("promotion"),

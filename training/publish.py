@@ -113,8 +113,14 @@ def publish(
         bundle = refit_on_all_events(store, mv, progress)
         refit_seconds = round(time.perf_counter() - fit_started, 2)
     else:
-        artifacts = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
-        bundle = ModelBundle.load(artifacts)
+        try:
+            artifacts = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
+            bundle = ModelBundle.load(artifacts)
+        except (MlflowException, OSError) as exc:  # its run or artifacts were deleted
+            raise PublishError(
+                f"the model bundle of {name} version {version} cannot be read ({exc}); "
+                "publish another version, or train and promote a new one"
+            ) from None
     events = store.read("events", columns=EVENT_COLUMNS)
 
     model = bundle.model
