@@ -395,3 +395,19 @@ def test_a_champion_whose_run_was_purged_is_listed_beaten_and_not_published(shop
 
     won = promote(tracking, other["model_version"])  # a champion without a number
     assert won["promoted"] and won["champion_value"] is None
+
+
+def test_each_data_directory_keeps_its_own_store_in_one_process(shop, tmp_path, monkeypatch):
+    first = open_tracking(shop)  # MLflow exports this store as MLFLOW_TRACKING_URI
+    other = tmp_path / "other shop ü"  # a space and a non-ASCII letter, too
+    generate_shop(DataStore(other), users=200, items=40, days=60, seed=5, progress=False)
+    out = train(other, "popular", {"by": "global"}, progress=False)
+    second = open_tracking(other)
+    assert second.tracking_uri != first.tracking_uri
+    assert (other / "mlflow" / "mlflow.db").exists()
+    assert second.client.get_run(out["run_id"]).info.status == "FINISHED"
+    assert open_tracking(shop).tracking_uri == first.tracking_uri
+
+    chosen = f"sqlite:///{tmp_path / 'elsewhere.db'}"  # the user's own choice still wins
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", chosen)
+    assert open_tracking(other).tracking_uri == chosen

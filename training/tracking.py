@@ -3,6 +3,9 @@
 ``MLFLOW_TRACKING_URI`` wins when set; otherwise a SQLite store under the data
 directory (``<data>/mlflow/mlflow.db``, artifacts in ``<data>/mlflow/artifacts``),
 which ``mlflow ui --backend-store-uri sqlite:///<data>/mlflow/mlflow.db`` opens.
+Each data directory keeps its own default store within one process too (MLflow
+exports the store it is pointed at as ``MLFLOW_TRACKING_URI``; that is not taken
+for the user's choice).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ CHAMPION = "champion"
 PREVIOUS = "previous-champion"
 #: The tag holding a run's (and its version's) recipe: model, parameters, interaction settings.
 RECIPE_TAG = "recipe"
+#: The default stores opened in this process: ``mlflow.set_tracking_uri`` exports
+#: each as ``MLFLOW_TRACKING_URI``, which must not then count as the user's choice.
+_DEFAULT_URIS: set[str] = set()
 
 
 @dataclass
@@ -46,12 +52,15 @@ def open_tracking(data_dir: str | os.PathLike) -> Tracking:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     data_dir = Path(data_dir)
     uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri in _DEFAULT_URIS:  # exported by mlflow.set_tracking_uri for another data dir
+        uri = None
     artifacts = None
     if not uri:
         folder = (data_dir / "mlflow").resolve()
         folder.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{folder / 'mlflow.db'}"
         artifacts = (folder / "artifacts").as_uri()
+        _DEFAULT_URIS.add(uri)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(uri)
