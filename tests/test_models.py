@@ -436,6 +436,20 @@ def test_blend_with_buy_again_keeps_bought_items_first(board):
         create_model("blend", parts={"als": 1.0}, part_params={"ease": {}})
 
 
+@pytest.mark.parametrize(
+    ("parts", "part_params", "message"),
+    [
+        ({"als": 1.0}, {"als": {"factors": 0}}, "als: factors and iterations must be >= 1"),
+        ({"als": 1.0, "ease": 1.0}, {"ease": {"lambda_": "big"}}, "ease: lambda_='big'"),
+        ({"als": -1.0, "ease": 1.0}, {}, "weight of 'als' must be >= 0"),
+        ({"als": 0.0, "ease": 0.0}, {}, "at least one part needs a weight > 0"),
+    ],
+)
+def test_blend_refuses_bad_parts_before_fitting(parts, part_params, message):
+    with pytest.raises(ValueError, match=message):
+        create_model("blend", parts=parts, part_params=part_params)
+
+
 def test_minmax_rows_scales_each_row():
     scaled = minmax_rows(np.array([[1.0, 3.0, 2.0], [5.0, 5.0, 5.0], [-np.inf, 0.0, 2.0]]))
     np.testing.assert_allclose(scaled, [[0, 1, 0.5], [0, 0, 0], [0, 0, 1]])

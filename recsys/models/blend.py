@@ -26,8 +26,9 @@ def minmax_rows(scores: np.ndarray) -> np.ndarray:
 class BlendRecommender(Recommender):
     """``sum_m parts[m] * minmax(score_m)`` over the models named in ``parts``.
 
-    ``parts`` maps model names to weights, e.g. ``{"buy-again": 0.3, "als": 0.7}``;
-    ``part_params`` maps model names to their hyper-parameters. Every part is
+    ``parts`` maps model names to weights (none below 0, one at least above),
+    e.g. ``{"buy-again": 0.3, "als": 0.7}``; ``part_params`` maps model names to
+    their hyper-parameters, checked when the blend is made. Every part is
     fitted on the same data and context. When a part recommends already-bought
     items (buy again), so does the blend: ``filter_already_liked_items`` is
     then ignored. New users (``recommend_new_users``) are ranked by the parts
@@ -50,13 +51,22 @@ class BlendRecommender(Recommender):
         for model_name, weight in parts.items():
             if model_name not in MODELS or model_name == self.name:
                 raise ValueError(f"unknown or unsupported part {model_name!r}")
-            if not math.isfinite(weight):
-                raise ValueError(f"weight of {model_name!r} must be finite, got {weight!r}")
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(
+                    f"weight of {model_name!r} must be >= 0 and finite, got {weight!r}"
+                )
+        if not any(weight > 0 for weight in parts.values()):
+            raise ValueError(f"at least one part needs a weight > 0, got {parts}")
         extra = set(part_params) - set(parts)
         if extra:
             raise ValueError(f"part_params for models not in parts: {sorted(extra)}")
         self.parts = {name: float(weight) for name, weight in parts.items()}
         self.part_params = {name: dict(params) for name, params in part_params.items()}
+        for name in self.parts:  # a part's bad parameter fails now, not in fit
+            try:
+                self._new_part(name)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{name}: {exc}") from exc
         self.recommends_already_liked = any(
             MODELS[name].recommends_already_liked for name in self.parts
         )
