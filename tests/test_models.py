@@ -494,6 +494,8 @@ def test_ranking_keys_order_scores_then_smaller_ids():
         ("ease", {"lambda_": "big"}, "lambda_='big': expected a number"),
         ("blend", {"parts": {"als": 1.0}, "part_params": 5}, "part_params=5: expected a mapping"),
         ("popular", {"half_life_days": "soon"}, "expected a number or nothing"),
+        ("als", {"regularization": float("inf")}, "regularization=inf: not a finite number"),
+        ("ranker", {"learning_rate": float("nan")}, "learning_rate=nan: not a finite number"),
     ],
 )
 def test_hyper_parameters_of_the_wrong_type_are_named_before_fitting(name, params, message):
@@ -507,3 +509,16 @@ def test_hyper_parameters_of_the_right_type_are_accepted_numpy_scalars_too():
     assert create_model("lightfm", normalize_features="users", epochs=2) is not None
     assert create_model("lightfm", normalize_features=True, epochs=2) is not None
     assert create_model("ease", lambda_=np.float32(10.0), binary=True) is not None
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("als", {"alpha": 1e38, "factors": 4, "iterations": 2, "num_threads": 1}),
+        ("bpr", {"learning_rate": 1e30, "factors": 4, "iterations": 2, "num_threads": 1}),
+    ],
+)
+def test_a_diverged_factorisation_is_a_value_error(board, name, params):
+    matrix, _ = board  # what tune records as a failed trial, and train as a one-line error
+    with pytest.raises(ValueError, match="diverged"):
+        create_model(name, **params).fit(matrix)

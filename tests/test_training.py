@@ -251,6 +251,14 @@ def test_sets_of_the_wrong_shape_are_param_errors_not_tracebacks(shop):
     args = ["--data", str(shop), "train", "--model", "als", "--set", "data=5", "-q"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and result.output.startswith("error: data=5: ")
+    for pair, message in {
+        "regularization=Infinity": "not a finite number",
+        "alpha=1e38": "diverged",
+    }.items():
+        args = ["--data", str(shop), "train", "--model", "als", "--set", pair, "-q"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: als") and message in result.output
 
 
 def test_cli_train_promote_that_loses_still_prints_the_summary(shop, trained):

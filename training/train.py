@@ -45,7 +45,8 @@ COLD_PER_USER_FILE = "cold_users_per_user.csv"
 
 
 class TrainError(ValueError):
-    """Training cannot run on this data (no events, a cut-off outside them, an empty split)."""
+    """Training cannot run on this data (no events, a cut-off outside them, an empty split)
+    or with these parameters (a fit that diverged)."""
 
 
 def guess_protocol(store: DataStore) -> str:
@@ -93,7 +94,10 @@ def train(
         raise hp.ParamError(f"{model_name}: {exc}") from exc
     rss_before_fit_mb = rss_mb()
     started = time.perf_counter()
-    model.fit(train_matrix, context=context)
+    try:
+        model.fit(train_matrix, context=context)
+    except ValueError as exc:  # e.g. a diverged fit (NaN factors)
+        raise TrainError(f"{model_name} could not be fitted: {exc}") from exc
     fit_seconds = time.perf_counter() - started
     peak_rss_mb = peak_rss_mb_now()  # VmHWM: never below the RSS measured before
 

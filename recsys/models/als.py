@@ -10,7 +10,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
 from recsys.models.base import FitContext
-from recsys.models.factors import FactorRecommender
+from recsys.models.factors import FactorRecommender, fit_implicit
 
 
 class ALSRecommender(FactorRecommender):
@@ -64,7 +64,7 @@ class ALSRecommender(FactorRecommender):
         matrix = self._start_fit(user_items)
         self._model = self._implicit_model()
         with threadpool_limits(1, "blas"):
-            self._model.fit(matrix, show_progress=False)
+            fit_implicit(self._model, matrix)
         self.user_factors_ = np.asarray(self._model.user_factors, dtype=np.float32)
         self.item_factors_ = np.asarray(self._model.item_factors, dtype=np.float32)
         return self

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 
 from recsys.models.base import FitContext
-from recsys.models.factors import FactorRecommender
+from recsys.models.factors import FactorRecommender, fit_implicit
 
 
 class BPRRecommender(FactorRecommender):
@@ -58,7 +58,7 @@ class BPRRecommender(FactorRecommender):
             verify_negative_samples=self.verify_negative_samples,
             random_state=self.random_state,
         )
-        model.fit(matrix, show_progress=False)
+        fit_implicit(model, matrix)
         self.user_factors_ = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
         return self

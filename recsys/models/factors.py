@@ -10,6 +10,17 @@ import scipy.sparse as sp
 from recsys.models.base import Recommender
 
 
+def fit_implicit(model, matrix: sp.csr_matrix) -> None:
+    """``model.fit`` of an implicit model; NaN factors (a diverged fit: too large a
+    learning rate or confidence) are a ``ValueError`` like any unusable parameter."""
+    from implicit.recommender_base import ModelFitError
+
+    try:
+        model.fit(matrix, show_progress=False)
+    except ModelFitError as exc:
+        raise ValueError(f"the fit diverged ({exc}); try smaller steps or weights") from None
+
+
 class FactorRecommender(Recommender):
     """A model whose scores are ``user_factors_[u] @ item_factors_.T``.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import types
@@ -48,7 +49,8 @@ def create_model(name: str, **params: Any) -> Recommender:
 def check_param_types(cls: type, params: dict[str, Any]) -> None:
     """A ``ValueError`` naming the first hyper-parameter whose value does not fit the
     type ``cls.__init__`` declares for it (``factors=1.5`` for an int, ``"a"`` for a
-    float, ``5`` for a mapping), before the model or its library trips over it."""
+    float, ``5`` for a mapping, NaN or infinity for a float), before the model or its
+    library trips over it."""
     hints = typing.get_type_hints(cls.__init__)
     for key, value in params.items():
         hint = hints.get(key)
@@ -56,6 +58,8 @@ def check_param_types(cls: type, params: dict[str, Any]) -> None:
             continue  # unknown names: the constructor's own TypeError says so
         union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
         allowed = typing.get_args(hint) if union else (hint,)
+        if float in allowed and isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{key}={value!r}: not a finite number")
         if not any(_fits(value, kind) for kind in allowed):
             names = " or ".join(_type_name(kind) for kind in allowed)
             raise ValueError(f"{key}={value!r}: expected {names}")
