@@ -261,6 +261,23 @@ def test_sets_of_the_wrong_shape_are_param_errors_not_tracebacks(shop):
         assert result.output.startswith("error: als") and message in result.output
 
 
+def test_interaction_settings_that_keep_nothing_are_refused_before_fitting(shop, trained):
+    tracking, _, _ = trained
+    before = len(list_versions(tracking))
+    no_weights = ("view", "add_to_cart", "purchase")
+    cases = {
+        ("popular", "data.min_weight=1e9"): "leave no interactions",
+        ("itemknn", *(f"data.weights.{t}=0" for t in no_weights)): "leave no interactions",
+    }
+    for (model, *pairs), message in cases.items():
+        sets = [a for pair in pairs for a in ("--set", pair)]
+        args = ["--data", str(shop), "train", "--model", model, *sets, "-q"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, (pairs, result.output)
+        assert result.output.startswith("error: ") and message in result.output, result.output
+    assert len(list_versions(tracking)) == before  # nothing registered
+
+
 def test_cli_train_promote_that_loses_still_prints_the_summary(shop, trained):
     tracking, pop, knn = trained
     better, worse = sorted([pop, knn], key=lambda s: -s["metrics"]["ndcg@10"])

@@ -84,6 +84,11 @@ def train(
     model_params, config = hp.resolve(model_name, protocol, sets or {}, base)
 
     train_matrix = data.train_matrix(config)
+    if not train_matrix.nnz:
+        raise TrainError(
+            f"the interaction settings {json.dumps(config.as_dict(), default=str)} leave no "
+            "interactions to fit on (every weight 0, or min_weight above every cell)"
+        )
     uses_features = model_name in FEATURE_MODELS or any(
         p in FEATURE_MODELS for p in model_params.get("parts", {})
     )
