@@ -244,6 +244,9 @@ def test_sets_of_the_wrong_shape_are_param_errors_not_tracebacks(shop):
         ("als", "data.weights.view=[1]"): "a weight is a number",
         ("blend", "als=5"): "als takes settings",
         ("blend", "parts=abc"): "parts takes settings",
+        ("popular", "data.use_quantity=5"): "use_quantity=5: expected true or false",
+        ("popular", 'data.half_life_days="30"'): "half_life_days='30': expected a number",
+        ("popular", "data.min_weight=Infinity"): "min_weight=inf: not a finite number",
     }
     for (model, pair), message in bad.items():
         with pytest.raises(ParamError, match=message):

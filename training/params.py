@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from recsys.interactions import InteractionConfig
-from recsys.models.registry import MODELS
+from recsys.models.registry import MODELS, check_param_types
 from recsys.protocols import default_interaction_config
 
 #: Event weights of ``default_interaction_config`` divided by 10: one per purchase.
@@ -140,6 +140,7 @@ def interaction_config(protocol: str, data: dict[str, Any]) -> InteractionConfig
         raise ParamError(f"unknown data settings {sorted(unknown)}; known: {sorted(config)}")
     config.update(data)
     try:
+        check_param_types(InteractionConfig, data)
         return InteractionConfig(**config)
     except (TypeError, ValueError) as exc:
         raise ParamError(f"data settings: {exc}") from exc
