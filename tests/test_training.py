@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -439,3 +441,32 @@ def test_each_data_directory_keeps_its_own_store_in_one_process(shop, tmp_path, 
     chosen = f"sqlite:///{tmp_path / 'elsewhere.db'}"  # the user's own choice still wins
     monkeypatch.setenv("MLFLOW_TRACKING_URI", chosen)
     assert open_tracking(other).tracking_uri == chosen
+
+
+KILLED_MID_LOGGING = """
+import os, signal, sys
+import training.train as job
+job._log_reports = lambda *args: os.kill(os.getpid(), signal.SIGKILL)  # mid-logging
+job.train(sys.argv[1], "popular", {"by": "global"}, progress=False)
+"""
+
+
+def test_a_run_whose_process_was_killed_is_marked_killed_by_the_next_job(shop, trained, caplog):
+    tracking, _, _ = trained
+    before = len(list_versions(tracking))
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "MLFLOW_TRACKING_URI": tracking.tracking_uri}
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_LOGGING, str(shop)], env=env, capture_output=True
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    running = tracking.client.search_runs([tracking.experiment_id], "attributes.status = 'RUNNING'")
+    assert len(running) == 1  # left behind, as MLflow cannot close it
+    run_id = running[0].info.run_id
+
+    listed = CliRunner().invoke(cli, ["--data", str(shop), "models", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert f"run {run_id}" in caplog.text and "marked KILLED" in caplog.text  # on stderr
+    run = tracking.client.get_run(run_id)
+    assert run.info.status == "KILLED" and "ended without closing" in run.data.tags["killed"]
+    assert len(json.loads(listed.stdout)["versions"]) == before  # nothing half-registered

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ CHAMPION = "champion"
 PREVIOUS = "previous-champion"
 #: The tag holding a run's (and its version's) recipe: model, parameters, interaction settings.
 RECIPE_TAG = "recipe"
+#: Tags naming the process that writes a run (see ``close_orphaned_runs``).
+HOST_TAG, PID_TAG = "host", "pid"
 #: The default stores opened in this process: ``mlflow.set_tracking_uri`` exports
 #: each as ``MLFLOW_TRACKING_URI``, which must not then count as the user's choice.
 _DEFAULT_URIS: set[str] = set()
@@ -79,4 +82,47 @@ def open_tracking(data_dir: str | os.PathLike) -> Tracking:
         client.create_registered_model(
             registered, description="The shop's recommender: every version, of any model type."
         )
-    return Tracking(data_dir, uri, experiment_id, registered)
+    tracking = Tracking(data_dir, uri, experiment_id, registered)
+    close_orphaned_runs(tracking)
+    return tracking
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags for a new run: this host and process id."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def close_orphaned_runs(tracking: Tracking) -> list[str]:
+    """Mark ``KILLED`` the runs left ``RUNNING`` by a process of this host that is
+    gone (killed by SIGKILL, the OOM killer, a reboot), and say so on the log;
+    returns their ids. Runs of other hosts, of live processes or without the owner
+    tags are left alone."""
+    client, host = tracking.client, socket.gethostname()
+    running = client.search_runs(
+        [tracking.experiment_id], "attributes.status = 'RUNNING'", max_results=1000
+    )
+    closed = []
+    for run in running:
+        pid = run.data.tags.get(PID_TAG, "")
+        if run.data.tags.get(HOST_TAG) != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        client.set_tag(run.info.run_id, "killed", f"process {pid} ended without closing the run")
+        client.set_terminated(run.info.run_id, status="KILLED")
+        closed.append(run.info.run_id)
+        logging.getLogger(__name__).warning(
+            "run %s (%s) was left RUNNING by process %s, which is gone: marked KILLED",
+            run.info.run_id,
+            run.info.run_name,
+            pid,
+        )
+    return closed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -32,7 +32,7 @@ from recsys.memory import rss_mb
 from recsys.models.registry import create_model
 from recsys.protocols import ProtocolData, load_protocol
 from training import params as hp
-from training.tracking import RECIPE_TAG, Tracking, open_tracking
+from training.tracking import RECIPE_TAG, Tracking, open_tracking, owner_tags
 
 PRIMARY_METRIC = "ndcg@10"
 KS = (1, 5, 10, 20)
@@ -132,7 +132,10 @@ def train(
         **(extra_tags or {}),
     }
     with mlflow.start_run(
-        experiment_id=tracking.experiment_id, nested=nested, run_name=f"{model_name}-{protocol}"
+        experiment_id=tracking.experiment_id,
+        nested=nested,
+        run_name=f"{model_name}-{protocol}",
+        tags=owner_tags(),
     ) as run:
         mlflow.set_tags(tags)
         mlflow.log_params(

@@ -40,7 +40,7 @@ from recsys.protocols import ProtocolData, load_protocol, protocol_from_split
 from recsys.splits import stratified_split, temporal_split
 from training import params as hp
 from training.search_space import sample
-from training.tracking import Tracking, open_tracking
+from training.tracking import Tracking, open_tracking, owner_tags
 from training.train import (
     FEATURE_MODELS,
     PRIMARY_METRIC,
@@ -141,7 +141,9 @@ def tune(
     done: list[Trial] = []
 
     with mlflow.start_run(
-        experiment_id=tracking.experiment_id, run_name=f"tune-{model_name}-{protocol}"
+        experiment_id=tracking.experiment_id,
+        run_name=f"tune-{model_name}-{protocol}",
+        tags=owner_tags(),
     ) as parent:
         mlflow.set_tags(
             {
@@ -289,7 +291,10 @@ def _run_trial(
     """Fit and score one point on the validation split in a nested run."""
     model_params, config = hp.resolve(model_name, validation.name, {}, point)
     with mlflow.start_run(
-        experiment_id=tracking.experiment_id, nested=True, run_name=f"trial-{number:03d}"
+        experiment_id=tracking.experiment_id,
+        nested=True,
+        run_name=f"trial-{number:03d}",
+        tags=owner_tags(),
     ) as run:
         mlflow.set_tags(
             {
