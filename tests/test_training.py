@@ -470,3 +470,15 @@ def test_a_run_whose_process_was_killed_is_marked_killed_by_the_next_job(shop, t
     run = tracking.client.get_run(run_id)
     assert run.info.status == "KILLED" and "ended without closing" in run.data.tags["killed"]
     assert len(json.loads(listed.stdout)["versions"]) == before  # nothing half-registered
+
+
+def test_a_store_mlflow_refuses_to_open_is_a_one_line_error(shop, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())  # a file store
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    for args in (["models", "list"], ["train", "--model", "popular", "-q"]):
+        result = CliRunner().invoke(cli, ["--data", str(shop), *args])
+        assert result.exit_code == 2, result.output
+        assert (
+            result.output.startswith("error: the MLflow store file://")
+            and len(result.output.splitlines()) == 1
+        )

@@ -14,18 +14,20 @@ MODEL_CHOICE = click.Choice(sorted(MODELS))
 
 
 def _gate_errors(func):
-    """Refusals, bad parameters and unusable splits become one-line errors with exit code 2."""
+    """Refusals, bad parameters, unusable splits and an MLflow store that cannot be
+    opened become one-line errors with exit code 2."""
     import functools
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         from training.params import ParamError
         from training.promote import PromotionRefused
+        from training.tracking import TrackingError
         from training.train import TrainError
 
         try:
             return func(*args, **kwargs)
-        except (ParamError, PromotionRefused, TrainError) as exc:
+        except (ParamError, PromotionRefused, TrainError, TrackingError) as exc:
             raise UserError(str(exc)) from exc
 
     return wrapper
@@ -101,6 +103,7 @@ def models() -> None:
 @models.command("list")
 @json_option
 @click.pass_context
+@_gate_errors
 def list_(ctx, as_json) -> None:
     """Every version with its model type, NDCG@10 and aliases."""
     from training.promote import list_versions
@@ -294,6 +297,7 @@ def publish(
     from recsys.snapshots.writer import PublishLocked
     from training.publish import PublishError
     from training.publish import publish as run_publish
+    from training.tracking import TrackingError
 
     try:
         out = run_publish(
@@ -307,7 +311,7 @@ def publish(
             lock_ttl_s=lock_ttl,
             refit=refit,
         )
-    except (PublishError, PublishLocked) as exc:
+    except (PublishError, PublishLocked, TrackingError) as exc:
         raise UserError(str(exc)) from exc
     except RedisError as exc:
         raise UserError(f"Redis: {exc}") from exc

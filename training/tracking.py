@@ -35,6 +35,10 @@ HOST_TAG, PID_TAG = "host", "pid"
 _DEFAULT_URIS: set[str] = set()
 
 
+class TrackingError(Exception):
+    """The MLflow store cannot be opened (a store this MLflow refuses, a bad URI)."""
+
+
 @dataclass
 class Tracking:
     """The tracking store, experiment and registered model of one data directory."""
@@ -69,8 +73,11 @@ def open_tracking(data_dir: str | os.PathLike) -> Tracking:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     name = os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    experiment = client.get_experiment_by_name(name)
+    try:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        experiment = client.get_experiment_by_name(name)
+    except MlflowException as exc:
+        raise TrackingError(f"the MLflow store {uri} cannot be opened: {exc.message}") from exc
     if experiment is None:
         experiment_id = client.create_experiment(name, artifact_location=artifacts)
     else:

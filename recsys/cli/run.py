@@ -177,10 +177,13 @@ def _interactions(shop) -> dict:
 def _train_and_promote(root: Path, names: list[str], progress: bool, say) -> dict:
     from training.params import ParamError
     from training.promote import PromotionRefused, champion, promote
-    from training.tracking import RECIPE_TAG, open_tracking
+    from training.tracking import RECIPE_TAG, TrackingError, open_tracking
     from training.train import TrainError, train
 
-    tracking = open_tracking(root)
+    try:
+        tracking = open_tracking(root)
+    except TrackingError as exc:
+        raise UserError(str(exc)) from exc
 
     def fit(name: str, sets: dict) -> dict:
         try:
