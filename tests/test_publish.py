@@ -7,10 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,8 +23,8 @@ from recsys.data.synthetic import generate_shop
 from recsys.snapshots.codec import pack, unpack, unpack_int32, unpack_lists, unpack_offers
 from recsys.snapshots.keys import Keys
 from recsys.snapshots.reader import SnapshotReader
-from training.promote import promote
-from training.publish import PublishError, _user_matrices, publish
+from training.promote import champion, promote
+from training.publish import PublishError, _user_matrices, load_bundle, publish
 from training.tracking import open_tracking
 from training.train import train
 
@@ -58,9 +58,7 @@ def env(redis_url, monkeypatch):
 
 def _bundle(root) -> ModelBundle:
     tracking = open_tracking(root)
-    return ModelBundle.load(
-        mlflow.artifacts.download_artifacts(f"models:/{tracking.registered_model}@champion")
-    )
+    return load_bundle(tracking.registered_model, champion(tracking).version)
 
 
 def _version_keys(client, keys: Keys, version: str) -> int:
@@ -159,6 +157,16 @@ def test_publish_writes_a_snapshot_that_equals_the_model(shop, env):
     catalog = DataStore(shop).read("items").set_index("item_id")["category"]
     cats = reader.categories(out["version"])
     assert all(cats[item_category[i]] == catalog[names[i]] for i in range(20))
+
+
+def test_publish_leaves_nothing_in_the_temporary_folder(shop, env, tmp_path, monkeypatch):
+    """The registered bundle is read from a download that publish removes (MLflow's
+    own download folder was left behind on every publish)."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    publish(shop, n=5, k_similar=2, progress=False)
+    assert list(scratch.iterdir()) == []
 
 
 def test_flip_keeps_previous_for_rollback_and_cleans_older_versions(shop, env):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,14 @@ def resolve_version(tracking: Tracking, ref: str) -> tuple[str, str]:
         ) from None
 
 
+def load_bundle(name: str, version: int | str) -> ModelBundle:
+    """The registered version's model bundle, read from a download that is removed
+    afterwards (MLflow would otherwise leave a copy in a new temporary folder)."""
+    with tempfile.TemporaryDirectory(prefix="recsys-bundle-") as tmp:
+        artifacts = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp)
+        return ModelBundle.load(artifacts)
+
+
 def publish(
     data_dir: str | Path,
     model_ref: str = CHAMPION,
@@ -114,8 +123,7 @@ def publish(
         refit_seconds = round(time.perf_counter() - fit_started, 2)
     else:
         try:
-            artifacts = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
-            bundle = ModelBundle.load(artifacts)
+            bundle = load_bundle(name, version)
         except (MlflowException, OSError) as exc:  # its run or artifacts were deleted
             raise PublishError(
                 f"the model bundle of {name} version {version} cannot be read ({exc}); "
