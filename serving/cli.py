@@ -68,7 +68,7 @@ def serve(ctx, host, port, workers, threads, timeout, rules_file, dev, access_lo
 
         embedded = connect(root)
         os.environ[REDIS_URL_ENV] = f"unix://{embedded.socket_file}"
-    metrics_dir, owner = None, os.getpid()
+    metrics_dir, owner, app = None, os.getpid(), None
     if not dev and workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="recsys-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client loads
@@ -103,6 +103,15 @@ def serve(ctx, host, port, workers, threads, timeout, rules_file, dev, access_lo
         )
     finally:
         # gunicorn workers are forked from here and leave through this block too
-        if metrics_dir and os.getpid() == owner:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        if os.getpid() == owner:
+            if metrics_dir:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
+            if app is not None:
+                # the app's own connections would keep the embedded server running
+                # after this process ends (it stops when its last client leaves)
+                app.extensions["recsys"].gateway.close()
+            if embedded is not None:
+                from recsys.snapshots.connection import await_sole_client
+
+                await_sole_client(embedded)
         del embedded

