@@ -482,3 +482,29 @@ def test_a_store_mlflow_refuses_to_open_is_a_one_line_error(shop, tmp_path, monk
             result.output.startswith("error: the MLflow store file://")
             and len(result.output.splitlines()) == 1
         )
+
+
+def test_commands_on_a_mistyped_data_dir_make_no_mlflow_store_there(tmp_path, monkeypatch):
+    """models list / promote / rollback, publish and tune read what training made:
+    on a directory without it they say so and leave no ``mlflow/mlflow.db`` behind
+    (each of them created one, as train did before)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set by MLflow in this process
+    typo = tmp_path / "no-such-shop"
+    runner = CliRunner()
+
+    def run(*args):
+        return runner.invoke(cli, ["--data", str(typo), *args])
+
+    listed = run("models", "list", "--json")
+    assert listed.exit_code == 0 and json.loads(listed.stdout) == {"versions": []}
+    for args in (
+        ["models", "promote", "shop-recommender", "1"],
+        ["models", "rollback"],
+        ["publish", "-q"],
+    ):
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "has no MLflow store" in result.output and "train" in result.output
+    tuned = run("tune", "--model", "popular", "--trials", "1", "-q")
+    assert tuned.exit_code == 2 and "holds no events" in tuned.output
+    assert not typo.exists()

@@ -33,6 +33,16 @@ def _gate_errors(func):
     return wrapper
 
 
+def _existing_tracking(ctx):
+    """The data directory's MLflow store; a one-line error when it has none."""
+    from training.tracking import NoTrackingStore, open_tracking
+
+    try:
+        return open_tracking(data_dir(ctx), create=False)
+    except NoTrackingStore as exc:
+        raise UserError(str(exc)) from exc
+
+
 @click.command()
 @click.option("--model", "model_name", type=MODEL_CHOICE, required=True, help="Model to train.")
 @click.option(
@@ -107,9 +117,12 @@ def models() -> None:
 def list_(ctx, as_json) -> None:
     """Every version with its model type, NDCG@10 and aliases."""
     from training.promote import list_versions
-    from training.tracking import open_tracking
+    from training.tracking import NoTrackingStore, open_tracking
 
-    versions = list_versions(open_tracking(data_dir(ctx)))
+    try:
+        versions = list_versions(open_tracking(data_dir(ctx), create=False))
+    except NoTrackingStore:
+        versions = []
     human = (
         "\n".join(
             f"v{v['version']:<4} {v['model'] or '?':<10} {v['protocol'] or '?':<10} "
@@ -134,11 +147,10 @@ def list_(ctx, as_json) -> None:
 def promote_(ctx, name, version, force, reason, metric, as_json) -> None:
     """Make VERSION of registered model NAME the champion, if it beats the current one."""
     from training.promote import promote
-    from training.tracking import open_tracking
 
     if reason is not None and not force:
         raise UserError("--reason is recorded with --force only; add --force to promote anyway")
-    tracking = open_tracking(data_dir(ctx))
+    tracking = _existing_tracking(ctx)
     if name != tracking.registered_model:
         raise UserError(
             f"this shop's registered model is {tracking.registered_model!r}, "
@@ -161,9 +173,8 @@ def promote_(ctx, name, version, force, reason, metric, as_json) -> None:
 def rollback_(ctx, as_json) -> None:
     """Give the champion alias back to the previous champion."""
     from training.promote import rollback
-    from training.tracking import open_tracking
 
-    out = rollback(open_tracking(data_dir(ctx)))
+    out = rollback(_existing_tracking(ctx))
     emit(out, as_json, f"champion is version {out['champion_version']} again")
 
 

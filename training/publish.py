@@ -39,7 +39,7 @@ from recsys.snapshots.codec import pack_int32, pack_offers
 from recsys.snapshots.connection import connect, is_embedded, persist
 from recsys.snapshots.keys import Keys
 from recsys.snapshots.writer import SnapshotWriter
-from training.tracking import CHAMPION, RECIPE_TAG, Tracking, open_tracking
+from training.tracking import CHAMPION, RECIPE_TAG, NoTrackingStore, Tracking, open_tracking
 
 EVENT_COLUMNS = [
     "timestamp",
@@ -109,7 +109,10 @@ def publish(
 ) -> dict:
     """Compute and write one snapshot; returns the JSON summary."""
     started = time.perf_counter()
-    tracking = open_tracking(data_dir)
+    try:
+        tracking = open_tracking(data_dir, create=False)
+    except NoTrackingStore as exc:
+        raise PublishError(str(exc)) from None
     name, version = resolve_version(tracking, model_ref)
     client = connect(data_dir)
     client.ping()  # an unreachable Redis fails now, not after computing every list

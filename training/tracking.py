@@ -39,6 +39,10 @@ class TrackingError(Exception):
     """The MLflow store cannot be opened (a store this MLflow refuses, a bad URI)."""
 
 
+class NoTrackingStore(LookupError):
+    """The data directory has no MLflow store yet (nothing was trained there)."""
+
+
 @dataclass
 class Tracking:
     """The tracking store, experiment and registered model of one data directory."""
@@ -53,8 +57,13 @@ class Tracking:
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
 
-def open_tracking(data_dir: str | os.PathLike) -> Tracking:
-    """Point MLflow at the store for ``data_dir`` and make sure the experiment exists."""
+def open_tracking(data_dir: str | os.PathLike, create: bool = True) -> Tracking:
+    """Point MLflow at the store for ``data_dir`` and make sure the experiment exists.
+
+    With ``create=False`` (commands that only read or move what training
+    registered) a data directory without a store raises ``NoTrackingStore``
+    instead of getting an empty one: a mistyped ``--data`` is not made into a
+    data directory."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no phoning home from jobs
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     data_dir = Path(data_dir)
@@ -64,6 +73,12 @@ def open_tracking(data_dir: str | os.PathLike) -> Tracking:
     artifacts = None
     if not uri:
         folder = (data_dir / "mlflow").resolve()
+        if not create and not (folder / "mlflow.db").exists():
+            raise NoTrackingStore(
+                f"{data_dir} has no MLflow store (nothing was trained there): train a "
+                f"model first (`recsys --data {data_dir} train --model blend --promote`) "
+                "or check --data"
+            )
         folder.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{folder / 'mlflow.db'}"
         artifacts = (folder / "artifacts").as_uri()

@@ -127,6 +127,8 @@ def tune(
     if model_name not in MODELS:
         raise hp.ParamError(f"unknown model {model_name!r}; choose one of {', '.join(MODELS)}")
     store = DataStore(data_dir)
+    if not store.has("events"):  # before the MLflow store is made there, as train does
+        raise TuneError(f"{store.root} holds no events; import or generate data first")
     tracking = tracking or open_tracking(data_dir)
     protocol = protocol or guess_protocol(store)
     try:
