@@ -111,6 +111,10 @@ def test_promotion_gate_win_loss_force_and_rollback(trained):
     gap = better["metrics"]["ndcg@10"] - worse["metrics"]["ndcg@10"]
     assert refused.value.decision["lost_by"] == pytest.approx(gap, abs=1e-5)
     assert int(champion(tracking).version) == better["model_version"]
+    args = ["--data", str(tracking.data_dir), "models", "promote", tracking.registered_model]
+    lost = CliRunner().invoke(cli, [*args, str(worse["model_version"])])
+    assert lost.exit_code == 2 and "lost by" in lost.output
+    assert '--force --reason "..." promotes it anyway' in lost.output  # what to do about it
 
     with pytest.raises(PromotionRefused, match="--reason"):
         promote(tracking, worse["model_version"], force=True)

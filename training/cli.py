@@ -146,7 +146,7 @@ def list_(ctx, as_json) -> None:
 @_gate_errors
 def promote_(ctx, name, version, force, reason, metric, as_json) -> None:
     """Make VERSION of registered model NAME the champion, if it beats the current one."""
-    from training.promote import promote
+    from training.promote import PromotionRefused, promote
 
     if reason is not None and not force:
         raise UserError("--reason is recorded with --force only; add --force to promote anyway")
@@ -156,7 +156,12 @@ def promote_(ctx, name, version, force, reason, metric, as_json) -> None:
             f"this shop's registered model is {tracking.registered_model!r}, "
             f"not {name!r} (set RECSYS_REGISTERED_MODEL to change it)"
         )
-    decision = promote(tracking, version, metric=metric, force=force, reason=reason)
+    try:
+        decision = promote(tracking, version, metric=metric, force=force, reason=reason)
+    except PromotionRefused as refused:
+        if "lost_by" not in refused.decision:
+            raise
+        raise UserError(f'{refused}; --force --reason "..." promotes it anyway') from refused
     emit(
         decision,
         as_json,
