@@ -512,3 +512,12 @@ def test_commands_on_a_mistyped_data_dir_make_no_mlflow_store_there(tmp_path, mo
     tuned = run("tune", "--model", "popular", "--trials", "1", "-q")
     assert tuned.exit_code == 2 and "holds no events" in tuned.output
     assert not typo.exists()
+
+
+def test_train_shows_its_fit_running_on_stderr_and_keeps_json_on_stdout(shop):
+    """A fit reports nothing itself (the default blend's takes minutes on Online
+    Retail): an elapsed-time line on stderr shows the job is alive."""
+    result = CliRunner().invoke(cli, ["--data", str(shop), "train", "--model", "popular", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["model_name"] == "popular"
+    assert "fit popular: " in result.stderr and "elapsed" in result.stderr

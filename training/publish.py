@@ -34,6 +34,7 @@ from recsys.bundle import ModelBundle
 from recsys.data.store import DataStore
 from recsys.idmap import IdMap
 from recsys.interactions import InteractionConfig, build_interactions
+from recsys.progress import elapsed
 from recsys.scoring import batch_recommend, batch_similar_items
 from recsys.snapshots.codec import pack_int32, pack_offers
 from recsys.snapshots.connection import connect, is_embedded, persist
@@ -262,7 +263,8 @@ def refit_on_all_events(store: DataStore, version, progress: bool = True) -> Mod
     model = create_model(recipe["model"], **params)
     if progress:
         tqdm.write(f"refit {recipe['model']} on {len(events)} events", file=sys.stderr)
-    model.fit(data.train_matrix(config), context=data.fit_context(store if features else None))
+    with elapsed(f"refit {recipe['model']}", progress):
+        model.fit(data.train_matrix(config), context=data.fit_context(store if features else None))
     meta = {"refit_of": str(version.version), "protocol": data.name}
     return ModelBundle(model, data.user_map, data.item_map, config, meta=meta)
 

@@ -30,6 +30,7 @@ from recsys.evaluation.evaluate import EvaluationResult, evaluate
 from recsys.memory import peak_rss_mb as peak_rss_mb_now
 from recsys.memory import rss_mb
 from recsys.models.registry import create_model
+from recsys.progress import elapsed
 from recsys.protocols import ProtocolData, load_protocol
 from training import params as hp
 from training.tracking import RECIPE_TAG, Tracking, open_tracking, owner_tags
@@ -100,7 +101,8 @@ def train(
     rss_before_fit_mb = rss_mb()
     started = time.perf_counter()
     try:
-        model.fit(train_matrix, context=context)
+        with elapsed(f"fit {model_name}", progress):
+            model.fit(train_matrix, context=context)
     except ValueError as exc:  # e.g. a diverged fit (NaN factors)
         raise TrainError(f"{model_name} could not be fitted: {exc}") from exc
     fit_seconds = time.perf_counter() - started
