@@ -116,3 +116,37 @@ def test_recsys_run_on_new_data_retrains_the_champion_and_publishes_a_model_of_i
     best = max(trained.values(), key=lambda t: t["metrics"]["ndcg@10"])
     assert second["training"]["champion_version"] == best["model_version"]
     assert second["publish"]["model_version"] == best["model_version"]
+
+
+def test_recsys_run_of_a_real_dataset_refuses_a_data_dir_holding_other_data(tmp_path):
+    """`quickstart.sh` then `quickstart.sh --source online-retail` on the same ./data
+    merged the real file into the synthetic shop (1.15M events from 2010 to 2024)."""
+    from click.testing import CliRunner
+
+    from recsys.cli import cli
+    from recsys.cli.run import other_data
+    from recsys.data.importing import import_source
+    from recsys.data.store import DataStore
+    from recsys.data.synthetic import generate_shop
+
+    retail = tmp_path / "retail.csv"
+    retail.write_text(
+        "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+        "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom\n"
+        "536366,22633,HAND WARMER,6,2010-12-01 08:28:00,1.85,17851.0,France\n"
+    )
+    shop = DataStore(tmp_path / "shop")
+    generate_shop(shop, users=40, items=20, days=10, seed=1, progress=False)
+    before = shop.counts()
+    args = ["--data", str(shop.root), "run", "--source", "online-retail", "--path", str(retail)]
+    result = CliRunner().invoke(cli, [*args, "-q"])
+    assert result.exit_code == 2, result.output
+    assert "already holds other data (a generated shop)" in result.output
+    assert "a data directory of its own" in result.output
+    assert shop.counts() == before  # nothing merged
+
+    own = DataStore(tmp_path / "own")
+    assert other_data(own, "online-retail") is None  # empty: the first run imports
+    import_source(own, "online-retail", retail, progress=False)
+    assert other_data(own, "online-retail") is None  # the same source again: allowed
+    assert other_data(own, "movielens") == "imports of format online-retail"

@@ -100,6 +100,14 @@ def run(ctx, source, path, users, items, days, seed, model_names, refit, as_json
         src = Path(path) if path else shared_data_dir() / default
         if not src.exists():
             raise UserError(f"{src} not found; pass --path to the {source} dataset")
+        other = other_data(shop, fmt)
+        if other:
+            raise UserError(
+                f"{shop.root} already holds other data ({other}): the "
+                f"{source} file would be merged into it; give it a data directory of its "
+                f"own, e.g. `recsys --data ./{source} run --source {source}` or "
+                f"`RECSYS_DATA_DIR=./{source} ./scripts/quickstart.sh --source {source}`"
+            )
         steps["data"] = import_source(shop, fmt, src, progress=progress).as_dict()
 
     say("[2/5] validate the stored tables")
@@ -140,6 +148,22 @@ def run(ctx, source, path, users, items, days, seed, model_names, refit, as_json
         "seconds": round(time.perf_counter() - started, 2),
     }
     emit(summary, as_json, _human(summary, shop))
+
+
+def other_data(shop, fmt: str) -> str | None:
+    """What, besides imports of format ``fmt`` (and of the live event stream), the
+    data directory's events came from; None when nothing else. A generated shop
+    leaves events without an import log."""
+    if not shop.has("events"):
+        return None
+    log = shop.root / "imports.jsonl"
+    if not log.exists():
+        return "a generated shop"
+    formats = {json.loads(line)["format"] for line in log.read_text().splitlines() if line}
+    others = sorted(formats - {fmt, "stream"})
+    if others:
+        return "imports of format " + ", ".join(others)
+    return None if formats else "a generated shop"
 
 
 def _model_names(model_names: str) -> list[str]:
