@@ -147,7 +147,8 @@ def ids_of(body: dict) -> list[str]:
 class RedisProcess:
     """A redis-server on a free loopback port that a test can stop and start again."""
 
-    def __init__(self) -> None:
+    def __init__(self, *server_args: str) -> None:
+        self.server_args = server_args  # more redis-server options, e.g. --rename-command
         self.dir = Path(tempfile.mkdtemp(prefix="recsys-redis-"))
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -169,6 +170,7 @@ class RedisProcess:
                 "no",
                 "--dir",
                 str(self.dir),
+                *self.server_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -518,3 +518,29 @@ def test_a_category_with_a_line_break_keeps_the_category_table_aligned(tmp_path,
         else:
             assert cats[item_category[i]] == want  # the line breaks read as spaces
     assert first in cats and all("\n" not in c for c in cats)
+
+
+def test_a_redis_that_refuses_memory_usage_still_publishes(shop, monkeypatch):
+    """Managed Redis services may disable MEMORY: the figure is then unknown, and the
+    publish, live by the time it is measured, still succeeds."""
+    from serving_fixtures import RedisProcess
+
+    server = RedisProcess("--rename-command", "MEMORY", "")
+    server.start()
+    monkeypatch.setenv("REDIS_URL", server.url)
+    monkeypatch.setenv("RECSYS_REDIS_PREFIX", "shop")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    try:
+        client = redis.Redis.from_url(server.url)
+        with pytest.raises(redis.ResponseError):
+            client.memory_usage("anything")
+        done = _publish_cli(shop, "--n", "20", "--k-similar", "5", "--json")
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        assert out["bytes_per_user"] is None
+        assert client.get(Keys("shop").current).decode() == out["version"]
+        human = _publish_cli(shop, "--n", "20", "--k-similar", "5")
+        assert human.returncode == 0, human.stderr
+        assert "size unknown (MEMORY USAGE refused) per customer" in human.stdout
+    finally:
+        server.close()

@@ -6,7 +6,15 @@ import json
 
 import click
 
-from recsys.cli.common import UserError, data_dir, emit, json_option, quiet_option, user_errors
+from recsys.cli.common import (
+    UserError,
+    data_dir,
+    emit,
+    json_option,
+    memory_per_customer,
+    quiet_option,
+    user_errors,
+)
 from recsys.models.registry import MODELS
 from recsys.protocols import PROTOCOLS
 
@@ -336,7 +344,7 @@ def publish(
         as_json,
         f"published snapshot {out['version']} of {out['model_name']} v{out['model_version']} "
         f"({out['model']}): {out['users']} customers, {out['items']} items, {out['keys']} keys, "
-        f"{out['bytes_per_user']:.0f} bytes per customer in Redis, {out['seconds']} s",
+        f"{memory_per_customer(out['bytes_per_user'])} per customer in Redis, {out['seconds']} s",
     )
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import redis
 import scipy.sparse as sp
 from mlflow.exceptions import MlflowException
 from tqdm import tqdm
@@ -215,7 +216,7 @@ def publish(
         "items": len(item_map),
         "keys": total_keys,
         "bytes": total_bytes,
-        "bytes_per_user": round(_bytes_per_user(client, keys, snapshot, user_ids), 1),
+        "bytes_per_user": _bytes_per_user(client, keys, snapshot, user_ids),
         "seconds": round(seconds, 2),
         "n": n,
         "k_similar": k_similar,
@@ -434,8 +435,10 @@ def _sold_in(store: DataStore, item_map: IdMap) -> dict[str, np.ndarray]:
 
 def _bytes_per_user(
     client, keys: Keys, version: str, user_ids: np.ndarray, sample: int = 200
-) -> float:
-    """Mean Redis memory (MEMORY USAGE) of a sample of customer keys."""
+) -> float | None:
+    """Mean Redis memory (MEMORY USAGE) of a sample of customer keys, rounded; None
+    where the server refuses the command (managed services may disable it): the
+    snapshot is live by then, so that must not fail the publish."""
     if not len(user_ids):
         return 0.0
     picks = np.random.default_rng(0).choice(
@@ -444,5 +447,9 @@ def _bytes_per_user(
     pipe = client.pipeline(transaction=False)
     for i in picks:
         pipe.memory_usage(keys.user(version, str(user_ids[i])), samples=0)
-    sizes = [s for s in pipe.execute() if s is not None]
-    return float(np.mean(sizes)) if sizes else 0.0
+    try:
+        replies = pipe.execute()
+    except redis.ResponseError:  # unknown or disabled command
+        return None
+    sizes = [s for s in replies if s is not None]
+    return round(float(np.mean(sizes)), 1) if sizes else 0.0

@@ -63,6 +63,11 @@ def finite(value):
     return value
 
 
+def memory_per_customer(size: float | None) -> str:
+    """``bytes_per_user`` of a publish, for people (None: the server did not say)."""
+    return "size unknown (MEMORY USAGE refused)" if size is None else f"{size:.0f} bytes"
+
+
 def user_errors(func):
     """Turn expected failures (bad input) into one-line errors with exit code 2."""
 

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import click
 
-from recsys.cli.common import UserError, emit, json_option, quiet_option, store, user_errors
+from recsys.cli.common import (
+    UserError,
+    emit,
+    json_option,
+    memory_per_customer,
+    quiet_option,
+    store,
+    user_errors,
+)
 from recsys.config import shared_data_dir
 
 REAL_SOURCES = {
@@ -300,7 +308,7 @@ def _human(summary: dict, shop) -> str:
     pub = steps["publish"]
     lines.append(
         f"published snapshot {pub['version']}: {pub['users']} customers, "
-        f"{pub['bytes_per_user']:.0f} bytes each in Redis ({pub['seconds']} s"
+        f"{memory_per_customer(pub['bytes_per_user'])} each in Redis ({pub['seconds']} s"
         + (", champion refitted on every event)" if pub.get("refit") else ")")
     )
     lines.append(f"next: recsys --data {shop.root} models list")
