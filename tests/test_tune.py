@@ -189,3 +189,20 @@ def test_train_without_sets_uses_the_best_of_several_tunes_not_the_latest(tuned,
     best = dict(first["best_params"])
     assert out["interactions"] == best.pop("data")
     assert out["params"] == best
+
+
+def test_the_summary_says_why_the_search_stopped(tuned, shop, monkeypatch):
+    tracking, summary, _ = tuned
+    assert summary["stopped_by"] == "trials"
+    parent = tracking.client.get_run(summary["parent_run_id"])
+    assert parent.data.tags["tune_stopped_by"] == "trials"
+    tiny = tune(shop, "ease", budget_minutes=1e-6, seed=1, progress=False, tracking=tracking)
+    assert tiny["stopped_by"] == "budget"
+    # a space of one point: the second draw finds nothing new
+    monkeypatch.setattr("training.tune.sample", lambda model, protocol, rng: {"K": 20})
+    args = ["--data", str(shop), "tune", "--model", "itemknn", "--trials", "5", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert (
+        "1 trials in" in result.output and "every point of the search space tried" in result.output
+    )

@@ -191,6 +191,14 @@ def rollback_(ctx, as_json) -> None:
     emit(out, as_json, f"champion is version {out['champion_version']} again")
 
 
+#: Why a search ended, as ``recsys tune`` says it.
+STOPPED_BY = {
+    "trials": "all --trials done",
+    "budget": "the next trial would have ended past --budget-minutes",
+    "space": "every point of the search space tried",
+}
+
+
 @click.command()
 @click.option("--model", "model_name", type=MODEL_CHOICE, required=True, help="Model to tune.")
 @click.option(
@@ -244,8 +252,8 @@ def tune(ctx, model_name, budget_minutes, trials, protocol, cutoff, seed, as_jso
     m = summary["metrics"]
     human = "\n".join(
         [
-            f"tuned {model_name}: {summary['trials']} trials in {summary['search_seconds']:.0f} s"
-            f" (parent run {summary['parent_run_id']})",
+            f"tuned {model_name}: {summary['trials']} trials in {summary['search_seconds']:.0f} s,"
+            f" {STOPPED_BY[summary['stopped_by']]} (parent run {summary['parent_run_id']})",
             f"  best validation ndcg@10 {summary['best_validation']:.4f} with "
             + json.dumps(summary["best_params"], sort_keys=True),
             f"  -> {summary['registered_model']} version {summary['model_version']}"

@@ -178,10 +178,12 @@ def tune(
             file=sys.stderr,
             disable=not progress,
         )
+        stopped_by = "budget" if budget is not None else "trials"
         while _more(done, started, max_trials, budget):
             point = _new_point(model_name, protocol, rng, seen)
             if point is None:
-                break  # every point of a small space is tried
+                stopped_by = "space"  # every point of a small space is tried
+                break
             done.append(
                 _run_trial(len(done), model_name, point, validation, store, contexts, tracking)
             )
@@ -190,6 +192,9 @@ def tune(
             bar.set_postfix({PRIMARY_METRIC: f"{best.score:.4f}"})
         bar.close()
         search_seconds = time.monotonic() - started
+        if stopped_by != "space" and max_trials is not None and len(done) >= max_trials:
+            stopped_by = "trials"
+        mlflow.set_tag("tune_stopped_by", stopped_by)
 
         best = max(done, key=lambda t: t.score)
         if best.score == -math.inf:
@@ -232,6 +237,7 @@ def tune(
     return {
         "parent_run_id": parent.info.run_id,
         "trials": len(done),
+        "stopped_by": stopped_by,
         "best_params": best.params,
         "best_validation": round(best.score, 6),
         "model_version": final["model_version"],
