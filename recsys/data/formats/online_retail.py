@@ -42,6 +42,7 @@ from recsys.data.validation import (
     parse_timestamp,
     require_columns,
 )
+from recsys.progress import elapsed
 
 COLUMNS = [
     "InvoiceNo",
@@ -65,6 +66,12 @@ CURRENCY = "GBP"
 
 def import_online_retail(src: Path, progress: bool = True) -> Iterator[Batch]:
     """The whole file as one batch of events, items and customers."""
+    with elapsed(f"read {src.name}", progress):  # one batch: nothing to count
+        batch = _read(src)
+    yield batch
+
+
+def _read(src: Path) -> Batch:
     (raw,) = list(read_text_table(src))
     require_columns(raw, COLUMNS, str(src))
     v = Verdicts(len(raw))
@@ -113,7 +120,7 @@ def import_online_retail(src: Path, progress: bool = True) -> Iterator[Batch]:
     events["event_id"] = ids[ok]
     descriptions = column(raw, "Description")[ok].reset_index(drop=True)
 
-    yield Batch(
+    return Batch(
         file=src.name,
         rows_read=len(raw),
         accepted=int(ok.sum()),
