@@ -521,3 +521,30 @@ def test_train_shows_its_fit_running_on_stderr_and_keeps_json_on_stdout(shop):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["model_name"] == "popular"
     assert "fit popular: " in result.stderr and "elapsed" in result.stderr
+
+
+HOLD_REGISTRY_LOCK = """
+import fcntl, pathlib, sys, time
+root = pathlib.Path(sys.argv[1])
+with open(root / ".registry.lock", "a") as handle:
+    fcntl.flock(handle, fcntl.LOCK_EX)  # another job in the middle of a promote
+    print("held", flush=True)
+    time.sleep(1.0)
+    (root / "released").write_text("")
+"""
+
+
+def test_moves_of_the_champion_wait_for_another_process_in_the_gate(shop, monkeypatch):
+    monkeypatch.setenv("RECSYS_REGISTERED_MODEL", "locked-shop")  # a registry of its own
+    tracking = open_tracking(shop)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_REGISTRY_LOCK, str(shop)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(PromotionRefused, match="no previous champion"):
+            rollback(tracking)
+        assert (shop / "released").exists()  # it waited until the other gate was done
+    finally:
+        holder.wait(timeout=30)
+        (shop / "released").unlink(missing_ok=True)

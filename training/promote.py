@@ -20,8 +20,13 @@ champion measured on other data is not compared as it stands:
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
@@ -73,6 +78,35 @@ def _metric_in(run, metric: str) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+@contextmanager
+def registry_lock(tracking: Tracking) -> Iterator[None]:
+    """Serialise moves of the champion (promote, rollback) between the processes of
+    one data directory (an exclusive lock on ``.registry.lock``): each reads the
+    champion, compares, then moves the aliases, so two at once could both pass the
+    gate and leave the worse one champion. Jobs on other machines that share a
+    tracking server are not covered."""
+    root = Path(tracking.data_dir)
+    if not root.is_dir():  # a remote store used from no data directory: nothing to lock
+        yield
+        return
+    with open(root / ".registry.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _serialised(func):
+    @functools.wraps(func)
+    def locked(tracking: Tracking, *args, **kwargs):
+        with registry_lock(tracking):
+            return func(tracking, *args, **kwargs)
+
+    return locked
+
+
+@_serialised
 def promote(
     tracking: Tracking,
     version: int,
@@ -202,6 +236,7 @@ def champion_recipe_on(tracking: Tracking, current, challenger):
     return max(found, key=lambda v: int(v.version), default=None)
 
 
+@_serialised
 def rollback(tracking: Tracking) -> dict:
     """Move ``champion`` back to ``previous-champion``."""
     client = tracking.client
