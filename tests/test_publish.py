@@ -544,3 +544,22 @@ def test_a_redis_that_refuses_memory_usage_still_publishes(shop, monkeypatch):
         assert "size unknown (MEMORY USAGE refused) per customer" in human.stdout
     finally:
         server.close()
+
+
+def test_a_publish_failing_while_redis_is_gone_reports_its_own_error(monkeypatch):
+    from serving_fixtures import RedisProcess
+
+    from recsys.snapshots.writer import SnapshotWriter
+
+    server = RedisProcess()
+    server.start()
+    try:
+        client = redis.Redis.from_url(server.url, socket_connect_timeout=0.5)
+        with (
+            pytest.raises(RuntimeError, match="scoring failed"),
+            SnapshotWriter(client, Keys("shop")),
+        ):
+            server.stop()  # Redis goes away, then the job fails for its own reason
+            raise RuntimeError("scoring failed")  # not hidden by the lock's release
+    finally:
+        server.close()

@@ -140,7 +140,13 @@ class SnapshotWriter:
             if exc_type is not None and not self._flipped:
                 self._discard()
         finally:
-            self.client.eval(_RELEASE, 1, self.keys.publish_lock, self.token)  # ours only
+            try:
+                self.client.eval(_RELEASE, 1, self.keys.publish_lock, self.token)  # ours only
+            except redis.RedisError:
+                if exc_type is None:
+                    raise
+                # a failing publish (Redis gone): its own error is the one to report;
+                # the lock expires after its TTL
 
     def _discard(self) -> None:
         """Delete the version of this failed publish (a Redis out of memory gets its memory
