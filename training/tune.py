@@ -127,15 +127,14 @@ def tune(
     if model_name not in MODELS:
         raise hp.ParamError(f"unknown model {model_name!r}; choose one of {', '.join(MODELS)}")
     store = DataStore(data_dir)
-    if not store.has("events"):  # before the MLflow store is made there, as train does
-        raise TuneError(f"{store.root} holds no events; import or generate data first")
-    tracking = tracking or open_tracking(data_dir)
     protocol = protocol or guess_protocol(store)
     try:
         main = load_protocol(store, protocol, cutoff=cutoff)
         check_split(main)
     except ValueError as exc:  # no events, a cutoff outside the data
         raise TuneError(str(exc)) from exc
+    # only now, as train does: a mistyped --data must not get an MLflow store made in it
+    tracking = tracking or open_tracking(data_dir)
     validation = validation_protocol(main)
     contexts: dict[bool, FitContext] = {}
     rng = np.random.default_rng(seed)
