@@ -24,6 +24,7 @@ from recsys.cli.common import (
     user_errors,
 )
 from recsys.config import shared_data_dir
+from recsys.data.store import read_import_log
 
 REAL_SOURCES = {
     "online-retail": ("online-retail", "online_retail/online_retail.csv.gz"),
@@ -164,10 +165,10 @@ def other_data(shop, fmt: str) -> str | None:
     leaves events without an import log."""
     if not shop.has("events"):
         return None
-    log = shop.root / "imports.jsonl"
-    if not log.exists():
+    log = read_import_log(shop.root)
+    if log is None:
         return "a generated shop"
-    formats = {json.loads(line)["format"] for line in log.read_text().splitlines() if line}
+    formats = {summary["format"] for summary in log}
     others = sorted(formats - {fmt, "stream"})
     if others:
         return "imports of format " + ", ".join(others)

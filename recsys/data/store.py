@@ -336,8 +336,19 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+IMPORT_LOG = "imports.jsonl"
+
+
 def append_import_log(root: Path, summary: dict) -> None:
     """Append one import summary to ``imports.jsonl`` in the data directory."""
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / "imports.jsonl", "a") as fh:
+    with open(root / IMPORT_LOG, "a") as fh:
         fh.write(json.dumps(summary, default=str) + "\n")
+
+
+def read_import_log(root: Path) -> list[dict] | None:
+    """Every import summary of the data directory, oldest first (None: no log)."""
+    path = root / IMPORT_LOG
+    if not path.exists():
+        return None
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
