@@ -21,7 +21,15 @@ from recsys.data.store import DataStore
 from recsys.data.synthetic import generate_shop
 from training.params import ParamError, defaults_for, parse_sets, resolve
 from training.promote import PromotionRefused, champion, list_versions, promote, rollback
-from training.tracking import CHAMPION, Tracking, open_tracking
+from training.tracking import (
+    CHAMPION,
+    PID_TAG,
+    PROCESS_TAG,
+    Tracking,
+    close_orphaned_runs,
+    open_tracking,
+    owner_tags,
+)
 from training.train import train
 
 
@@ -474,6 +482,44 @@ def test_a_run_whose_process_was_killed_is_marked_killed_by_the_next_job(shop, t
     run = tracking.client.get_run(run_id)
     assert run.info.status == "KILLED" and "ended without closing" in run.data.tags["killed"]
     assert len(json.loads(listed.stdout)["versions"]) == before  # nothing half-registered
+
+
+def test_orphaned_runs_are_told_apart_by_machine_boot_namespace_and_start_time(tmp_path):
+    tracking = open_tracking(tmp_path / "shop")
+    client = tracking.client
+    mine = owner_tags()
+    if PROCESS_TAG not in mine:
+        pytest.skip("no /proc here: runs are told apart by host and pid only")
+    machine, boot, namespace, started = mine[PROCESS_TAG].split("/")
+    gone_pid = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+    def run_tagged(pid: str, process: str) -> str:
+        tags = {**mine, PID_TAG: pid, PROCESS_TAG: process}
+        return client.create_run(tracking.experiment_id, tags=tags).info.run_id
+
+    runs = {
+        "live": run_tagged(mine[PID_TAG], mine[PROCESS_TAG]),
+        # this pid, but a process started at another time: the pid was reused
+        "reused_pid": run_tagged(mine[PID_TAG], f"{machine}/{boot}/{namespace}/1"),
+        "ended": run_tagged(gone_pid, f"{machine}/{boot}/{namespace}/{started}"),
+        "rebooted": run_tagged(mine[PID_TAG], f"{machine}/an-earlier-boot/{namespace}/{started}"),
+        # a container of the same host name: other pids, not ours to judge
+        "other_namespace": run_tagged(gone_pid, f"{machine}/{boot}/1/{started}"),
+        "other_machine": run_tagged(gone_pid, f"another-machine/{boot}/{namespace}/{started}"),
+        "unknown_machine": run_tagged(gone_pid, f"/other-boot/{namespace}/{started}"),
+        "tagged_before": run_tagged(gone_pid, ""),  # no process tag: the pid alone decides
+    }
+    closed = set(close_orphaned_runs(tracking))
+    killed = {name for name, run_id in runs.items() if run_id in closed}
+    assert killed == {"reused_pid", "ended", "rebooted", "tagged_before"}
+    for name, run_id in runs.items():
+        assert client.get_run(run_id).info.status == ("KILLED" if name in killed else "RUNNING")
+    assert "machine restarted" in client.get_run(runs["rebooted"]).data.tags["killed"]
 
 
 def test_a_store_mlflow_refuses_to_open_is_a_one_line_error(shop, tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ PREVIOUS = "previous-champion"
 #: The tag holding a run's (and its version's) recipe: model, parameters, interaction settings.
 RECIPE_TAG = "recipe"
 #: Tags naming the process that writes a run (see ``close_orphaned_runs``).
-HOST_TAG, PID_TAG = "host", "pid"
+HOST_TAG, PID_TAG, PROCESS_TAG = "host", "pid", "process"
 #: The default stores opened in this process: ``mlflow.set_tracking_uri`` exports
 #: each as ``MLFLOW_TRACKING_URI``, which must not then count as the user's choice.
 _DEFAULT_URIS: set[str] = set()
@@ -110,25 +110,36 @@ def open_tracking(data_dir: str | os.PathLike, create: bool = True) -> Tracking:
 
 
 def owner_tags() -> dict[str, str]:
-    """Tags for a new run: this host and process id."""
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    """Tags for a new run: this host and process id and, on Linux, where that pid
+    is valid (machine, boot, PID namespace) and when the process started."""
+    pid = os.getpid()
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(pid)}
+    started = _start_time(pid)
+    if started is not None:
+        tags[PROCESS_TAG] = "/".join([*_pid_scope(), started])
+    return tags
 
 
 def close_orphaned_runs(tracking: Tracking) -> list[str]:
     """Mark ``KILLED`` the runs left ``RUNNING`` by a process of this host that is
     gone (killed by SIGKILL, the OOM killer, a reboot), and say so on the log;
     returns their ids. Runs of other hosts, of live processes or without the owner
-    tags are left alone."""
+    tags are left alone, and so are runs of another PID namespace or machine that
+    shares the host name (containers): their pids mean nothing here."""
     client, host = tracking.client, socket.gethostname()
     running = client.search_runs(
         [tracking.experiment_id], "attributes.status = 'RUNNING'", max_results=1000
     )
     closed = []
     for run in running:
-        pid = run.data.tags.get(PID_TAG, "")
-        if run.data.tags.get(HOST_TAG) != host or not pid.isdigit() or _alive(int(pid)):
+        tags = run.data.tags
+        pid = tags.get(PID_TAG, "")
+        if tags.get(HOST_TAG) != host or not pid.isdigit():
             continue
-        client.set_tag(run.info.run_id, "killed", f"process {pid} ended without closing the run")
+        why = _gone(int(pid), tags.get(PROCESS_TAG))
+        if why is None:
+            continue
+        client.set_tag(run.info.run_id, "killed", f"process {pid} {why} without closing the run")
         client.set_terminated(run.info.run_id, status="KILLED")
         closed.append(run.info.run_id)
         logging.getLogger(__name__).warning(
@@ -138,6 +149,62 @@ def close_orphaned_runs(tracking: Tracking) -> list[str]:
             pid,
         )
     return closed
+
+
+def _gone(pid: int, process: str | None) -> str | None:
+    """How the run's process ended (``ended``, or the machine restarted), or None while
+    it may still run. ``process`` is its ``PROCESS_TAG`` (None: tagged before there was
+    one, or not on Linux: the pid alone decides)."""
+    if not process:
+        return None if _alive(pid) else "ended"
+    *scope, started = process.split("/")
+    machine, boot, namespace = scope if len(scope) == 3 else ("", "", "")
+    here_machine, here_boot, here_namespace = _pid_scope()
+    if not machine or machine != here_machine:
+        return None  # another machine of the same name (or one that cannot be told apart)
+    if boot != here_boot:
+        return "ended when the machine restarted"
+    if namespace != here_namespace:
+        return None  # another container on this machine: its pids are not ours to check
+    return None if _start_time(pid) == started else "ended"
+
+
+def _pid_scope() -> tuple[str, str, str]:
+    """(machine id, boot id, PID namespace) of this process; empty where unknown."""
+    return (
+        _read_first(("/etc/machine-id", "/var/lib/dbus/machine-id")),
+        _read_first(("/proc/sys/kernel/random/boot_id",)),
+        _pid_namespace(),
+    )
+
+
+def _read_first(paths: tuple[str, ...]) -> str:
+    for path in paths:
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    return ""
+
+
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks after boot, from ``/proc``); None if
+    it does not exist or there is no ``/proc``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (name) "
+    return fields[19] if len(fields) > 19 else None
 
 
 def _alive(pid: int) -> bool:
