@@ -250,6 +250,19 @@ def test_recommend_validates_its_input(board, fitted):
         create_model("itemknn", similarity="jaccard")
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e39])  # 1e39: infinite as float32
+@pytest.mark.parametrize("key", sorted(ALL_CONFIGS))
+def test_non_finite_interactions_are_refused_by_fit_and_recommend(key, bad, board, fitted):
+    matrix, _ = board
+    broken = sp.csr_matrix(matrix, dtype=np.float64, copy=True)
+    broken.data[3] = bad
+    name, params = ALL_CONFIGS[key]
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        create_model(name, **params).fit(broken, context=checkerboard_context())
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        fitted[key].recommend(np.arange(N_USERS), broken, N=3)
+
+
 @pytest.mark.parametrize("key", ["als", "itemknn-cosine", "ease", "lightfm", "bpr"])
 def test_a_user_unknown_at_fit_time_gets_a_full_list(key, fitted):
     row = sp.csr_matrix(([1.0] * 4, ([0] * 4, [5, 6, 8, 9])), shape=(1, N_ITEMS))

@@ -7,7 +7,11 @@ import scipy.sparse as sp
 
 
 def as_user_items(matrix, *, name: str = "user_items") -> sp.csr_matrix:
-    """Return ``matrix`` as a canonical float32 CSR matrix (sorted, duplicates summed)."""
+    """Return ``matrix`` as a canonical float32 CSR matrix (sorted, duplicates summed).
+
+    Raises ``ValueError`` when a stored value is NaN or infinite (also after the
+    cast to float32): models would fit and rank on it without a word.
+    """
     if not sp.issparse(matrix):
         raise TypeError(f"{name} must be a scipy sparse matrix, got {type(matrix).__name__}")
     if matrix.ndim == 1:  # one row of a sparse array, e.g. csr_array[u]
@@ -15,10 +19,14 @@ def as_user_items(matrix, *, name: str = "user_items") -> sp.csr_matrix:
     if matrix.ndim != 2:
         raise TypeError(f"{name} must be 2-D, got {matrix.ndim} dimensions")
     if matrix.format == "csr" and matrix.dtype == np.float32 and matrix.has_canonical_format:
-        return sp.csr_matrix(matrix)
-    csr = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
-    csr.sum_duplicates()
-    csr.sort_indices()
+        csr = sp.csr_matrix(matrix)
+    else:
+        csr = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+        csr.sum_duplicates()
+        csr.sort_indices()
+    if not np.isfinite(csr.data).all():
+        bad = int((~np.isfinite(csr.data)).sum())
+        raise ValueError(f"{name} holds {bad} NaN or infinite values (as float32)")
     return csr
 
 
