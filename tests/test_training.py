@@ -153,6 +153,31 @@ def test_gate_refuses_a_version_trained_on_other_data(trained, shop):
     assert int(champion(tracking).version) == current
 
 
+def test_activity_slice_labels_a_customer_who_only_browsed_zero():
+    """Temporal protocol: activity counts train purchases; a viewer has none."""
+    from recsys.protocols import protocol_from_split
+    from recsys.splits import temporal_split
+    from training.train import _slices
+
+    rows = [
+        ("a", "x", "purchase", "2024-01-01"),
+        ("a", "y", "purchase", "2024-01-02"),
+        ("b", "x", "purchase", "2024-01-03"),
+        ("c", "y", "view", "2024-01-04"),  # c only browsed before the cut-off
+        ("a", "x", "purchase", "2024-02-02"),
+        ("b", "y", "purchase", "2024-02-03"),
+        ("c", "x", "purchase", "2024-02-04"),
+    ]
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "type", "timestamp"])
+    events["timestamp"] = pd.to_datetime(events["timestamp"], utc=True)
+    events["event_id"] = np.arange(1, len(events) + 1, dtype=np.uint64)
+    events["country"] = "DE"
+    data = protocol_from_split("temporal", temporal_split(events, "2024-02-01"))
+    labels = _slices(data, data.train_matrix())["activity"]
+    users = data.user_map.ids(np.arange(len(data.user_map)))
+    assert dict(zip(users, labels, strict=True)) == {"a": "2-5", "b": "1", "c": "0"}
+
+
 def test_sets_build_model_data_and_blend_parameters():
     sets = parse_sets(
         ["factors=128", "data.half_life_days=30", "data.weights.view=0.5", "use_cg=false", "name=x"]

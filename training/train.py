@@ -37,8 +37,8 @@ from training.tracking import RECIPE_TAG, Tracking, open_tracking, owner_tags
 
 PRIMARY_METRIC = "ndcg@10"
 KS = (1, 5, 10, 20)
-ACTIVITY_BINS = [0, 1, 5, 20, np.inf]
-ACTIVITY_LABELS = ["1", "2-5", "6-20", "21+"]
+ACTIVITY_BINS = [-1, 0, 1, 5, 20, np.inf]
+ACTIVITY_LABELS = ["0", "1", "2-5", "6-20", "21+"]
 #: Models that use item / user side features (built only when needed).
 FEATURE_MODELS = {"lightfm"}
 #: Artifact (under ``reports/``) with the cold slice's per-user metrics.
@@ -277,7 +277,8 @@ def _evaluate_new_users(
 
 
 def _slices(data: ProtocolData, train_matrix) -> dict[str, np.ndarray]:
-    """Per-user labels: country and activity bucket (train interactions)."""
+    """Per-user labels: country and activity bucket (distinct items bought, or rated,
+    in train; "0" for a customer who only browsed)."""
     activity = np.diff(data.bought.indptr)
     if not data.bought.nnz:
         activity = np.diff(train_matrix.indptr)
