@@ -178,6 +178,36 @@ def test_activity_slice_labels_a_customer_who_only_browsed_zero():
     assert dict(zip(users, labels, strict=True)) == {"a": "2-5", "b": "1", "c": "0"}
 
 
+def test_stratified_evaluation_drops_every_train_rating_from_the_ranking():
+    """A rating that min_weight keeps out of the matrix is still a train item."""
+    from recsys.models import create_model
+    from recsys.protocols import protocol_from_split
+    from recsys.splits import Split
+    from training.train import _evaluate
+
+    def ratings(rows):
+        frame = pd.DataFrame(rows, columns=["user_id", "item_id", "value"])
+        frame["type"] = "rating"
+        frame["timestamp"] = pd.Timestamp("2024-01-01", tz="UTC")
+        frame["country"] = None
+        return frame
+
+    train_events = ratings(
+        [("u1", "x", 1.0), ("u2", "x", 1.0), ("u3", "x", 1.0)]  # x: popular, rated low
+        + [("u2", "y", 5.0), ("u3", "y", 5.0), ("u1", "w", 5.0)]
+    )
+    test_events = ratings([("u1", "y", 5.0)])
+    train_events["event_id"] = np.arange(1, 7, dtype=np.uint64)
+    test_events["event_id"] = np.array([7], dtype=np.uint64)
+    data = protocol_from_split("stratified", Split(train_events, test_events, {}))
+    _, config = resolve("popular", "stratified", {"data": {"min_weight": 3}})
+    matrix = data.train_matrix(config)
+    assert matrix[:, data.item_map.index(["x"])].nnz == 0  # u1's rating of x is not in it
+    model = create_model("popular").fit(data.bought)  # x most popular, then y
+    result = _evaluate(model, data, matrix, {}, progress=False)["all"]
+    assert result.summary()["precision@1"] == 1.0  # y, not the already rated x
+
+
 def test_sets_build_model_data_and_blend_parameters():
     sets = parse_sets(
         ["factors=128", "data.half_life_days=30", "data.weights.view=0.5", "use_cg=false", "name=x"]

@@ -229,6 +229,8 @@ def _evaluate(
     model, data: ProtocolData, train_matrix, slices, progress
 ) -> dict[str, EvaluationResult]:
     if data.name == "stratified":
+        # Every train rating leaves the ranking, also one that the interaction
+        # settings (min_weight) kept out of the matrix.
         return {
             "all": evaluate(
                 model,
@@ -236,7 +238,7 @@ def _evaluate(
                 data.test,
                 k=10,
                 ks=KS,
-                exclude_train_items=True,
+                exclude=data.bought,
                 slices=slices,
                 progress=progress,
             )

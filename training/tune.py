@@ -329,7 +329,8 @@ def _run_trial(
                 validation.test,
                 k=K,
                 ks=(K,),
-                exclude_train_items=validation.name == "stratified",
+                exclude_train_items=False,
+                exclude=validation.bought if validation.name == "stratified" else None,
                 progress=False,
             )
         except (ValueError, FloatingPointError) as exc:  # e.g. a diverged fit
