@@ -366,6 +366,22 @@ def test_trending_decays_old_interactions():
 # -- buy again --------------------------------------------------------------------
 
 
+def test_trending_leaves_refunds_out():
+    # Item 0: two purchases. Item 1: one purchase, returned twice. All today.
+    matrix = sp.csr_matrix(np.array([[1, 1], [1, 0]], dtype=np.float32))
+    today = np.datetime64("2024-06-01T12:00:00")
+    context = FitContext(
+        event_users=np.array([0, 1, 0, 0, 0]),
+        event_items=np.array([0, 0, 1, 1, 1]),
+        event_times=np.array([today] * 5),
+        event_types=np.array(["purchase", "purchase", "purchase", "refund", "refund"]),
+    )
+    trending = create_model("popular", half_life_days=10).fit(matrix, context=context)
+    ids, scores = trending.recommend(9, sp.csr_matrix((1, 2)), N=2)
+    assert ids.tolist() == [0, 1]
+    np.testing.assert_allclose(scores, [2.0, 1.0], rtol=1e-6)
+
+
 def test_buy_again_ranks_own_items_first_then_popular_ones():
     # User 0 bought item 2 three times and item 1 once; item 3 is the most popular.
     matrix = sp.csr_matrix(

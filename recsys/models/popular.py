@@ -21,7 +21,9 @@ class PopularRecommender(Recommender):
     - ``by="global"``: score = number of users per item (``count="users"``) or
       the sum of the item's positive entries (``count="weight"``; fitted on a
       recency-decayed matrix this is trending); with ``half_life_days``, the
-      sum of the context events' decay weights (trending from raw events).
+      sum of the context events' decay weights (trending from raw events;
+      ``refund`` events, returned purchases, are left out when
+      ``context.event_types`` names them).
     - ``by="country"``: the share of the user's market who took the item,
       shrunk toward the global share with the weight of ``country_prior``
       users, so small markets fall back to global popularity; users of unknown
@@ -102,6 +104,8 @@ class PopularRecommender(Recommender):
         users = np.asarray(context.event_users, dtype=np.int64)
         items = np.asarray(context.event_items, dtype=np.int64)
         inside = (users < self.n_users_) & (items < self.n_items_) & (users >= 0) & (items >= 0)
+        if context.event_types is not None:  # a returned purchase makes nothing popular
+            inside &= np.asarray(context.event_types, dtype=object) != "refund"
         weights = decay_weights(
             context.event_times, context.events_reference_time(), self.half_life_days
         )
