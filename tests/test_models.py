@@ -412,6 +412,20 @@ def test_buy_again_recency_beats_frequency_with_a_short_half_life():
     assert slow.recommend(0, matrix[0], N=3)[0].tolist() == [2, 1, 0]
 
 
+def test_buy_again_recency_is_not_refreshed_by_a_refund():
+    # Item 1 bought on day 0 and returned on day 200; item 2 bought on day 100.
+    matrix = sp.csr_matrix(np.array([[0, 2, 2]], dtype=np.float32))
+    day = 86_400
+    context = FitContext(
+        event_users=np.zeros(5, dtype=np.int64),
+        event_items=np.array([1, 1, 2, 2, 1]),
+        event_times=np.array([0, 0, 100 * day, 100 * day, 200 * day]),
+        event_types=np.array(["purchase", "purchase", "purchase", "purchase", "refund"]),
+    )
+    model = create_model("buy-again", half_life_days=30).fit(matrix, context=context)
+    assert model.recommend(0, matrix[0], N=2)[0].tolist() == [2, 1]
+
+
 # -- LightFM -----------------------------------------------------------------------
 
 

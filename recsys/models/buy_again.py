@@ -27,8 +27,9 @@ class BuyAgainRecommender(Recommender):
     The signal is the user's row of ``user_items`` (e.g. purchase counts, or a
     matrix already decayed by recency); with ``half_life_days`` each entry is
     multiplied by the decay weight of the user's latest event for the item
-    (recency x frequency). Entries the model has not seen at fit time count as
-    fresh. Bought items score ``1 + signal / max signal of the user``; other
+    (recency x frequency; a ``refund`` event, when ``context.event_types``
+    names it, is not a fresh interest). Entries the model has not seen at fit
+    time count as fresh. Bought items score ``1 + signal / max signal of the user``; other
     items score a popularity share below ``BACKFILL_CEILING`` (or 0 without
     ``popularity_backfill``).
     ``recommend`` never filters the user's own items: that is the point.
@@ -58,6 +59,8 @@ class BuyAgainRecommender(Recommender):
             items = np.asarray(context.event_items, dtype=np.int64)
             inside = (users >= 0) & (users < self.n_users_) & (items >= 0)
             inside &= items < self.n_items_
+            if context.event_types is not None:  # returning an item is no new interest
+                inside &= np.asarray(context.event_types, dtype=object) != "refund"
             # Floor the weights so that very old events stay stored entries.
             weights = np.maximum(
                 decay_weights(
