@@ -117,6 +117,14 @@ def test_ranker_validates_its_input(shop):
         create_model("ranker", horizon_days=0)
 
 
+def test_a_catalog_beyond_max_items_is_refused_before_the_dense_ease_matrix(shop):
+    matrix, context = shop
+    with pytest.raises(ValueError, match=r"dense \d+\^2 matrix; raise max_items"):
+        create_model("ranker", **SMALL, max_items=matrix.shape[1] - 1).fit(matrix, context=context)
+    model = create_model("ranker", **SMALL, max_items=matrix.shape[1]).fit(matrix, context=context)
+    assert model.history_.ease_weights.shape == (matrix.shape[1],) * 2
+
+
 def test_copied_trees_match_scikit_learn_with_missing_values():
     from sklearn.ensemble import HistGradientBoostingClassifier
 

@@ -352,6 +352,8 @@ class RankerRecommender(Recommender):
     the earliest window to hold purchases. Users unknown at fit time are
     described by their row of ``user_items`` (one purchase per entry, no dates).
     ``recommend`` keeps already-bought items: re-buying is the main signal.
+    The EASE signal needs a dense items x items matrix (float64 while solved:
+    20,000 items take 3.2 GB, twice over); ``max_items`` guards the fit as in EASE.
     """
 
     name = "ranker"
@@ -370,6 +372,7 @@ class RankerRecommender(Recommender):
         max_leaf_nodes: int = 31,
         purchase_types: tuple[str, ...] | list[str] = ("purchase",),
         random_state: int = 0,
+        max_items: int = 30_000,
     ) -> None:
         super().__init__()
         if not horizon_days > 0 or not trend_half_life_days > 0 or not ease_lambda > 0:
@@ -387,6 +390,7 @@ class RankerRecommender(Recommender):
         self.max_leaf_nodes = max_leaf_nodes
         self.purchase_types = list(purchase_types)
         self.random_state = random_state
+        self.max_items = max_items
 
     # -- fitting -------------------------------------------------------------
 
@@ -399,6 +403,11 @@ class RankerRecommender(Recommender):
         by EASE rank.
         """
         self._start_fit(user_items)
+        if self.n_items_ > self.max_items:
+            raise ValueError(
+                f"the ranker's EASE signal needs a dense {self.n_items_}^2 matrix; raise "
+                f"max_items (now {self.max_items}) if the memory is there"
+            )
         users, items, times = self._purchases(context)
         if not len(times):
             raise ValueError("the ranker needs purchase events in the context")
