@@ -112,7 +112,7 @@ class Engine:
         replies, degraded)``."""
         snap = self.snapshot
         pointer = self._pointer
-        current = None
+        current = out = None
         for _ in range(3):
             try:
                 extra = commands(snap) if snap is not None and commands is not None else None
@@ -128,7 +128,7 @@ class Engine:
                 if current is None and self.snapshot is not None:
                     # the pointer vanished (a restarted or emptied Redis): keep serving
                     # the cached snapshot, degraded, rather than an error
-                    return self._degraded()
+                    return self._held(snap, out)
                 if current is None:
                     raise ApiError(
                         503, "no_snapshot", "nothing published yet: run `recsys publish`"
@@ -138,7 +138,8 @@ class Engine:
                     return snap, out[1:], False
                 refused = self._refused
                 if refused is not None and refused[0] == current and time.monotonic() < refused[1]:
-                    return self._unloadable(refused[2])  # not a full load attempt per request
+                    # not a full load attempt per request
+                    return self._unloadable(refused[2], snap, out)
                 loaded = self._load(current, wait=snap is None)
                 if loaded is None:  # another thread loads it: the held version's reads stand
                     return snap, out[1:], False
@@ -151,13 +152,21 @@ class Engine:
                 if isinstance(current, str):
                     until = time.monotonic() + self.config.snapshot_retry_s
                     self._refused = (current, until, str(exc))
-                return self._unloadable(str(exc))
+                return self._unloadable(str(exc), snap, out)
         return self._degraded()
 
-    def _unloadable(self, why: str) -> tuple[Snapshot, list, bool]:
+    def _unloadable(self, why: str, snap, out) -> tuple[Snapshot, list, bool]:
         """``current`` cannot be loaded: the held snapshot, degraded, else a 503."""
         if self.snapshot is None:
             raise ApiError(503, "no_snapshot", why)
+        return self._held(snap, out)
+
+    def _held(self, snap: Snapshot | None, out: list | None) -> tuple[Snapshot, list, bool]:
+        """The held snapshot, degraded, while Redis answers but ``current`` cannot be
+        served; with the visitor's reads when they were made for it, so that live
+        state (items bought, recent views) still applies."""
+        if snap is not None and out:
+            return snap, out[1:], True
         return self._degraded()
 
     def _degraded(self) -> tuple[Snapshot, list, bool]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from serving_fixtures import app, client, ids_of, make_config, shop, write_shop
+from serving_fixtures import API_KEY, app, client, ids_of, make_config, shop, write_shop
 
 from serving import create_app
 
@@ -25,7 +25,8 @@ def _degraded_from(client, version: str) -> None:
     assert response.status_code == 200, response.get_data(as_text=True)
     body = response.get_json()
     assert body["degraded"] is True and body["version"] == version
-    assert ids_of(body) == ["a1", "a0", "a2"]  # GB's popular list: no live state
+    # Redis answers: alice's candidates of the held version, read as usual
+    assert ids_of(body) == ["a0", "a1", "a2"] and body["source"] == "personalized"
 
 
 def _no_snapshot(shop) -> None:
@@ -62,6 +63,26 @@ def test_a_snapshot_with_deleted_keys_is_not_loaded(client, shop, deleted):
     body = client.get(QUERY).get_json()
     assert body["version"] == fixed and body["degraded"] is False
     assert ids_of(body) == ["a0", "a1", "a2"]
+
+
+@pytest.mark.parametrize("pointer", ["unloadable", "deleted"])
+def test_live_state_still_applies_while_current_cannot_be_served(client, shop, pointer):
+    """Redis answers, but ``current`` names a version that cannot be loaded, or is gone:
+    the held snapshot answers, and what the visitor bought is still never listed."""
+    _, redis_client, keys, version = shop
+    bought = {"type": "purchase", "user_id": "alice", "session_id": "s1", "item_id": "a0"}
+    response = client.post("/v1/events", json=bought, headers={"X-API-Key": API_KEY})
+    assert response.status_code == 200
+    if pointer == "unloadable":
+        broken = write_shop(redis_client, keys)
+        redis_client.delete(keys.item_ids(broken))
+    else:
+        redis_client.delete(keys.current)
+    for query in (QUERY, "/v1/recommendations?session_id=s1&country=GB&n=3"):
+        body = client.get(query).get_json()
+        assert body["degraded"] is True and body["version"] == version
+        assert "a0" not in ids_of(body), (query, ids_of(body))
+    assert ids_of(client.get(QUERY).get_json()) == ["a1", "a2", "a3"]  # alice's candidates
 
 
 def test_a_truncated_item_table_is_not_loaded(client, shop):
