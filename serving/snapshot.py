@@ -144,9 +144,19 @@ class Snapshot:
 def load_snapshot(
     gateway: RedisGateway, version: str, cache_similar_max_items: int = 500_000
 ) -> Snapshot:
-    """Read every static table of ``version`` (raises ``SnapshotNotReady`` if incomplete)."""
+    """Read every static table of ``version`` (raises ``SnapshotNotReady`` if incomplete
+    or if a value cannot be decoded)."""
     if not VERSION_PATTERN.match(version):
         raise SnapshotNotReady(f"current names no snapshot version: {version[:80]!r}")
+    try:
+        return _load(gateway, version, cache_similar_max_items)
+    except ValueError as exc:  # a packed list cut short, meta that is not JSON ...
+        raise SnapshotNotReady(
+            f"snapshot {version} holds a value that cannot be read: {exc}"
+        ) from exc
+
+
+def _load(gateway: RedisGateway, version: str, cache_similar_max_items: int) -> Snapshot:
     keys = gateway.keys
     everywhere = [None, *ALL_COUNTRIES]
 

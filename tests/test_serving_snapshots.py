@@ -138,3 +138,19 @@ def test_a_version_that_cannot_be_loaded_is_tried_again_only_after_a_pause(shop)
     assert client.get(QUERY).get_json()["version"] == fixed
     metrics = client.get("/metrics").get_data(as_text=True)
     assert "recsys_snapshot_load_failures_total 2.0" in metrics
+
+
+@pytest.mark.parametrize("corrupt", ["packed-list", "meta-json"])
+def test_a_snapshot_holding_a_value_that_cannot_be_read_is_not_loaded(client, shop, corrupt):
+    """A corrupt value (a packed list cut short, meta that is not JSON) used to escape
+    the load as a ValueError: a 500 on every request, each trying the whole load again."""
+    _, redis_client, keys, version = shop
+    assert client.get(QUERY).get_json()["version"] == version
+    broken = write_shop(redis_client, keys)
+    if corrupt == "packed-list":
+        redis_client.set(keys.popular(broken, "GB"), b"1234567")  # 7 bytes: not 6 per entry
+    else:
+        redis_client.hset(keys.meta(broken), "markets", "{not json")
+    for _ in range(3):
+        _degraded_from(client, version)
+    _no_snapshot(shop)
