@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from serving.rules import MAX_BOOSTED, MAX_FACTOR, MAX_PINNED
+
 bp = Blueprint("openapi", __name__, url_prefix="/v1")
 
 _ID = {"type": "string", "pattern": r"^[A-Za-z0-9._@+\-/#]{1,64}$"}
@@ -300,8 +302,18 @@ DOCUMENT = {
             "Rules": {
                 "type": "object",
                 "properties": {
-                    "pinned": {"type": "array", "items": _ID},
-                    "boost": {"type": "object", "additionalProperties": {"type": "number"}},
+                    "pinned": {"type": "array", "items": _ID, "maxItems": MAX_PINNED},
+                    "boost": {
+                        "type": "object",
+                        "propertyNames": _ID,
+                        "additionalProperties": {
+                            "type": "number",
+                            "exclusiveMinimum": 0,
+                            "maximum": MAX_FACTOR,
+                        },
+                        "maxProperties": MAX_BOOSTED,
+                        "description": "Factor per item: above 1 lifts, below 1 sinks.",
+                    },
                 },
                 "additionalProperties": False,
             },

@@ -132,3 +132,21 @@ def test_the_event_schema_states_what_the_endpoint_refuses(client):
     assert wrapped["properties"]["events"]["minItems"] == 1
     response = client.post("/v1/events", json={"events": [EVENT], "x": 1}, headers=AUTH)
     assert response.status_code == 400
+
+
+def test_the_rules_schema_states_what_the_endpoint_refuses(client):
+    rules = client.get("/v1/openapi.json").get_json()["components"]["schemas"]["Rules"]
+    pinned, boost = rules["properties"]["pinned"], rules["properties"]["boost"]
+    factor = boost["additionalProperties"]
+    for body, allowed in (
+        ({"pinned": [f"i{n}" for n in range(pinned["maxItems"])]}, True),
+        ({"pinned": [f"i{n}" for n in range(pinned["maxItems"] + 1)]}, False),
+        ({"boost": {"i1": factor["maximum"]}}, True),
+        ({"boost": {"i1": factor["maximum"] * 1.01}}, False),
+        ({"boost": {"i1": factor["exclusiveMinimum"]}}, False),
+        ({"boost": {f"i{n}": 2.0 for n in range(boost["maxProperties"] + 1)}}, False),
+        ({"boost": {"a:1": 2.0}}, False),  # not a valid id (propertyNames)
+    ):
+        status = client.put("/v1/admin/rules/GB", json=body, headers=AUTH).status_code
+        assert status == (200 if allowed else 400), (body if len(str(body)) < 200 else "", status)
+    assert boost["propertyNames"] == pinned["items"]
