@@ -474,3 +474,32 @@ def test_views_kept_zero_keeps_no_recent_views(shop):
     assert redis_client.smembers(keys.session_bought("s-none")) == {b"a1"}
     body = get(client, "/v1/recommendations?session_id=s-none&country=GB&n=3")
     assert body["source"] == "popular_country" and "a1" not in ids_of(body)
+
+
+def test_a_streamed_body_over_the_size_limit_is_413_not_bad_json(client, shop):
+    """A chunked body (no Content-Length; the server marks its end, as gunicorn does) over
+    the limit was cut at the limit by werkzeug without an error, then refused as 400
+    ``bad_json``; one of exactly the limit is read whole."""
+    import io
+
+    _, redis_client, keys, _ = shop
+    limit = 256 * 1024
+
+    def padded(obj, size: int) -> bytes:
+        text = json.dumps(obj).encode()
+        return text[:-1] + b" " * (size - len(text)) + b"}"
+
+    event = {"type": "view", "user_id": "u", "item_id": "a1"}
+    chunked = {"Transfer-Encoding": "chunked"}  # no Content-Length
+    for size, status in ((limit, 200), (limit + 1, 413)):
+        for path, method, obj in (("/v1/events", "post", event), ("/v1/admin/rules/GB", "put", {})):
+            response = getattr(client, method)(
+                path,
+                input_stream=io.BytesIO(padded(obj, size)),
+                headers={**AUTH, "Content-Type": "application/json", **chunked},
+                environ_overrides={"wsgi.input_terminated": True},
+            )
+            assert response.status_code == status, (path, response.get_data(as_text=True))
+            if status == 413:
+                assert response.get_json()["error"]["code"] == "body_too_large"
+    assert redis_client.xlen(keys.event_stream) == 1

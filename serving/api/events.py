@@ -29,6 +29,16 @@ def json_body():
     """The request's JSON body, or a 400 / 415."""
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send JSON (Content-Type: application/json)")
+    # a streamed body (chunked, no Content-Length) is cut at the limit without an error
+    # (werkzeug's LimitedStream): 413 if anything is left after it
+    limit = request.max_content_length
+    if (
+        request.content_length is None
+        and limit is not None
+        and len(request.get_data()) >= limit
+        and request.environ["wsgi.input"].read(1)
+    ):
+        raise ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
     try:
         body = request.get_json(silent=True)
     except RecursionError:  # nested deeper than the parser goes (silent covers ValueError only)
