@@ -80,7 +80,7 @@ def parse_body(body, max_events: int) -> list[Event]:
     accepted from a body with a bad event.
     """
     if isinstance(body, dict) and "events" in body:
-        if set(body) != {"events"}:
+        if set(body) != {"events"} or not isinstance(body["events"], list):
             raise EventError('a batch is {"events": [...]} with no other field')
         body = body["events"]
     items = body if isinstance(body, list) else [body]

@@ -288,6 +288,7 @@ def test_events_older_than_the_live_state_go_to_the_stream_only(client, shop):
         ({"type": "view", "user_id": "u", "item_id": "a1", "extra": 1}, "unknown field"),
         ({"events": [{"type": "view", "user_id": "u", "item_id": "a1"}, 7]}, "events[1]"),
         ({"events": []}, "no events"),
+        ({"events": {"type": "view", "user_id": "u", "item_id": "a1"}}, '{"events": [...]}'),
     ],
 )
 def test_bad_events_are_refused_whole(client, shop, body, fragment):
