@@ -10,6 +10,9 @@ import click
 
 from recsys.cli.common import UserError, data_dir
 
+#: Longest request line gunicorn accepts (bytes); 8190 is the most it allows (0: unlimited).
+REQUEST_LINE_MAX = 8190
+
 
 def default_workers() -> int:
     """gunicorn's advice, (2 x cores) + 1 sync workers: while one waits on its Redis
@@ -99,6 +102,9 @@ def serve(ctx, host, port, workers, threads, timeout, rules_file, dev, access_lo
                 "threads": threads,
                 "timeout": timeout,
                 "accesslog": "-" if access_log else None,
+                # gunicorn's largest finite limit (its default, 4094 bytes, refuses with an
+                # HTML page the 100 ids of 64 characters that `exclude` may hold)
+                "limit_request_line": REQUEST_LINE_MAX,
             },
         )
     finally:

@@ -77,6 +77,12 @@ def test_serve_answers_from_the_embedded_redis_of_the_data_directory(data_dir, m
         assert status == 200
         line = 'recsys_http_requests_total{endpoint="/v1/recommendations",status="200"} 6.0'
         assert line in text.decode()  # summed over the workers
+        # the most ids `exclude` takes, each of the longest id length: a 6.5 kB request
+        # line (gunicorn's default limit of 4094 bytes answered an HTML 400 page)
+        ids = ",".join(["a1", *(f"x{i:063d}" for i in range(99))])
+        status, body = _get(f"{base}/v1/recommendations?country=GB&n=2&exclude={ids}")
+        assert status == 200, body
+        assert b'"item_id":"a0"' in body and b'"item_id":"a1"' not in body
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
