@@ -90,6 +90,13 @@ class ServingConfig:
             raise ValueError("max_body_bytes must be >= 1024 and max_events >= 1")
         if self.redis_url is None and self.data_dir is None:
             raise ValueError("set a data directory or a Redis URL")
+        key = self.api_key
+        if key and not (key.isascii() and key.isprintable() and key == key.strip()):
+            # an HTTP header carries it: UTF-8 arrives as other characters, and servers
+            # strip the spaces around a value, so such a key would never match
+            raise ValueError(
+                f"the API key (${API_KEY_ENV}) must be printable ASCII without spaces around it"
+            )
         country = self.default_country.upper() if self.default_country else None
         if country is not None and not markets.is_country(country):
             raise ValueError(f"default_country must be an ISO 3166-1 alpha-2 code, not {country!r}")

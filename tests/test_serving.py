@@ -463,6 +463,19 @@ def test_a_default_country_that_is_no_country_code_is_refused_at_start(shop):
     assert body["country"] == "GB" and ids_of(body) == ["a0", "a1"]
 
 
+@pytest.mark.parametrize("key", ["clé-secrète", " key", "key\n"])
+def test_an_api_key_no_header_can_carry_is_refused_at_start(shop, key):
+    """A non-ASCII key (a client sends it as UTF-8, which arrives as other characters)
+    or one with spaces around it (stripped from the header) used to be accepted, then
+    every write answered 401."""
+    url, _, keys, _ = shop
+    with pytest.raises(ValueError, match="API key"):
+        make_config(url, keys.prefix, api_key=key)
+    client = create_app(make_config(url, keys.prefix, api_key="s3cret-K3y")).test_client()
+    event = {"type": "view", "user_id": "u", "item_id": "a1"}
+    post_events(client, event, headers={"X-API-Key": "s3cret-K3y"})
+
+
 def test_views_kept_zero_keeps_no_recent_views(shop):
     url, redis_client, keys, _ = shop
     client = create_app(make_config(url, keys.prefix, views_kept=0)).test_client()
