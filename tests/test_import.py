@@ -389,6 +389,24 @@ def test_movielens_line_breaks_are_newlines_only(store, tmp_path):
     assert store.read("customers")["attributes"].map(json.loads).tolist()[0]["zip_code"] == "85711"
 
 
+def test_movielens_duplicates_are_judged_among_accepted_lines(store, tmp_path):
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    # user 1's first line is malformed: the good line after it is no duplicate
+    (folder / "u.user").write_text("1|x|M|writer|11111\n1|24|M|writer|22222\n")
+    genres = "|".join(["0"] * 18 + ["1"])
+    (folder / "u.item").write_text(f"1|Heat (1995)|01-Jan-1995||http://x|{genres}\n")
+    # "4" and "4.0" are one rating: the second is a duplicate, not a row lost in the merge
+    (folder / "u.data").write_text("1\t1\tx\t881250949\n1\t1\t4\t881250949\n1\t1\t4.0\t881250949\n")
+    out = import_source(store, "movielens", folder, progress=False).as_dict()
+    assert out["files"]["u.user"] == {"rows_read": 2, "accepted": 1, "rejected": 1}
+    assert out["files"]["u.data"] == {"rows_read": 3, "accepted": 1, "rejected": 2}
+    assert out["rejected"] == {"malformed_row": 2, "duplicate_row": 1}
+    users = store.read("customers")
+    assert json.loads(users.set_index("user_id").loc["1", "attributes"])["zip_code"] == "22222"
+    assert store.counts()["events"] == out["tables"]["events"]["new"] == 1
+
+
 def test_online_retail_quantities_the_events_table_cannot_hold_are_rejected(store, tmp_path):
     line = "{inv},85123A,HEART,{qty},2010-12-01 08:26:00,2.55,17850.0,United Kingdom"
     rows = [

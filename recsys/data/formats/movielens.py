@@ -82,7 +82,7 @@ def _users(path: Path) -> Batch:
     v = Verdicts(len(raw))
     age, bad_age = parse_int(raw["age"])
     v.reject(bad | bad_age | (raw["user_id"] == "").to_numpy(), "malformed_row")
-    v.reject(raw.duplicated("user_id").to_numpy(), "duplicate_row")
+    v.reject(_repeated(raw["user_id"], v.accepted), "duplicate_row")
     ok = v.accepted
     attributes = [
         json.dumps({"age": int(a), "gender": g, "occupation": o, "zip_code": z})
@@ -112,7 +112,7 @@ def _items(path: Path) -> Batch:
     released = pd.to_datetime(raw["release_date"], format="%d-%b-%Y", errors="coerce", utc=True)
     bad_date = released.isna().to_numpy() & (raw["release_date"] != "").to_numpy()
     v.reject(bad | flags.isna().any(axis=1).to_numpy() | bad_date, "malformed_row")
-    v.reject(raw.duplicated("item_id").to_numpy(), "duplicate_row")
+    v.reject(_repeated(raw["item_id"], v.accepted), "duplicate_row")
     ok = v.accepted
     genre_lists = [
         [g for g, f in zip(GENRES, row, strict=True) if f == 1] for row in flags.to_numpy()
@@ -138,7 +138,6 @@ def _ratings(path: Path) -> Batch:
     missing = ((raw["user_id"] == "") | (raw["item_id"] == "")).to_numpy()
     v.reject(bad | bad_rating | bad_ts | missing, "malformed_row")
     v.reject((rating < 1) | (rating > 5), "bad_value")
-    v.reject(raw.duplicated().to_numpy(), "duplicate_row")
     ok = v.accepted
     events = pd.DataFrame(
         {
@@ -153,6 +152,21 @@ def _ratings(path: Path) -> Batch:
             "country": "US",
             "value": rating.astype("float32"),
         }
-    )[ok].reset_index(drop=True)
-    events["event_id"] = event_ids(events)
+    )
+    ids = event_ids(events)
+    # the same event (``4`` and ``4.0`` are one rating), not only the same text
+    v.reject(_repeated(pd.Series(ids), ok), "duplicate_row")
+    ok = v.accepted
+    events = events[ok].reset_index(drop=True)
+    events["event_id"] = ids[ok]
     return Batch(path.name, len(raw), int(ok.sum()), {"events": events}, v.rejects(raw))
+
+
+def _repeated(keys: pd.Series, accepted: np.ndarray) -> np.ndarray:
+    """Mask of accepted rows whose key an earlier accepted row already has.
+
+    Only accepted rows count: a line rejected as malformed hides no later good one.
+    """
+    out = np.zeros(len(keys), dtype=bool)
+    out[accepted] = keys[accepted].duplicated(keep="first").to_numpy()
+    return out
