@@ -407,6 +407,22 @@ def test_movielens_duplicates_are_judged_among_accepted_lines(store, tmp_path):
     assert store.counts()["events"] == out["tables"]["events"]["new"] == 1
 
 
+def test_movielens_ids_follow_the_id_rule(store, tmp_path):
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    (folder / "u.user").write_text("1|24|M|writer|11111\n2:9|30|F|artist|22222\n")
+    genres = "|".join(["0"] * 18 + ["1"])
+    (folder / "u.item").write_text(
+        f"1|Heat (1995)|01-Jan-1995||http://x|{genres}\n|No id|01-Jan-1995||http://x|{genres}\n"
+    )
+    (folder / "u.data").write_text("1\t1\t4\t881250949\n2:9\t1\t3\t881250949\n")
+    out = import_source(store, "movielens", folder, progress=False).as_dict()
+    assert out["accepted"] == 3 and out["rejected"] == {"malformed_row": 3}
+    assert store.read("customers")["user_id"].tolist() == ["1"]
+    assert store.read("items")["item_id"].tolist() == ["1"]
+    assert store.read("events")["user_id"].tolist() == ["1"]
+
+
 def test_online_retail_quantities_the_events_table_cannot_hold_are_rejected(store, tmp_path):
     line = "{inv},85123A,HEART,{qty},2010-12-01 08:26:00,2.55,17850.0,United Kingdom"
     rows = [

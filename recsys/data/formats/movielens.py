@@ -6,8 +6,9 @@ en, no email consent), ``u.item`` items (genres as tags, the first genre as
 the category ``Movies > <genre>``, the release date as ``created_at``), and
 ``u.data`` one ``rating`` event per line with the rating in ``value``.
 
-Reject reasons: ``malformed_row`` (wrong field count or a field that does
-not parse), ``bad_value`` (a rating outside 1-5), ``duplicate_row``.
+Reject reasons: ``malformed_row`` (wrong field count, a field that does
+not parse, or an id that is empty or breaks the id rule), ``bad_value``
+(a rating outside 1-5), ``duplicate_row``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ import pandas as pd
 from recsys.data.events import event_ids
 from recsys.data.importing import Batch
 from recsys.data.store import DataError
-from recsys.data.validation import Verdicts, parse_float, parse_int, parse_timestamp
+from recsys.data.validation import (
+    Verdicts,
+    bad_ids,
+    blank,
+    parse_float,
+    parse_int,
+    parse_timestamp,
+)
 
 GENRES = [
     "unknown",
@@ -81,7 +89,7 @@ def _users(path: Path) -> Batch:
     raw, bad = _read(path, "|", USER_FIELDS)
     v = Verdicts(len(raw))
     age, bad_age = parse_int(raw["age"])
-    v.reject(bad | bad_age | (raw["user_id"] == "").to_numpy(), "malformed_row")
+    v.reject(bad | bad_age | _bad_id(raw["user_id"]), "malformed_row")
     v.reject(_repeated(raw["user_id"], v.accepted), "duplicate_row")
     ok = v.accepted
     attributes = [
@@ -111,7 +119,8 @@ def _items(path: Path) -> Batch:
     flags = raw[GENRES].apply(lambda c: pd.to_numeric(c, errors="coerce"))
     released = pd.to_datetime(raw["release_date"], format="%d-%b-%Y", errors="coerce", utc=True)
     bad_date = released.isna().to_numpy() & (raw["release_date"] != "").to_numpy()
-    v.reject(bad | flags.isna().any(axis=1).to_numpy() | bad_date, "malformed_row")
+    malformed = bad | flags.isna().any(axis=1).to_numpy() | bad_date | _bad_id(raw["item_id"])
+    v.reject(malformed, "malformed_row")
     v.reject(_repeated(raw["item_id"], v.accepted), "duplicate_row")
     ok = v.accepted
     genre_lists = [
@@ -135,8 +144,8 @@ def _ratings(path: Path) -> Batch:
     v = Verdicts(len(raw))
     rating, bad_rating = parse_float(raw["rating"])
     ts, bad_ts = parse_timestamp(raw["timestamp"])
-    missing = ((raw["user_id"] == "") | (raw["item_id"] == "")).to_numpy()
-    v.reject(bad | bad_rating | bad_ts | missing, "malformed_row")
+    bad_id = _bad_id(raw["user_id"]) | _bad_id(raw["item_id"])
+    v.reject(bad | bad_rating | bad_ts | bad_id, "malformed_row")
     v.reject((rating < 1) | (rating > 5), "bad_value")
     ok = v.accepted
     events = pd.DataFrame(
@@ -170,3 +179,8 @@ def _repeated(keys: pd.Series, accepted: np.ndarray) -> np.ndarray:
     out = np.zeros(len(keys), dtype=bool)
     out[accepted] = keys[accepted].duplicated(keep="first").to_numpy()
     return out
+
+
+def _bad_id(values: pd.Series) -> np.ndarray:
+    """Mask of ids that are empty or break the id rule (``schema.ID_PATTERN``)."""
+    return blank(values) | bad_ids(values)
