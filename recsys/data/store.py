@@ -5,7 +5,7 @@ Layout of a data directory::
     tables/<table>/part-<uuid>.parquet   immutable parts
     tables/manifest.json                 the parts that make up every table
     rejects/<import id>.parquet          rejected input rows with their reason
-    imports.jsonl                        one summary line per import
+    imports.jsonl                        one summary line per import (and per generated shop)
 
 A write stages new parts beside the live ones, then replaces ``manifest.json``
 in one ``os.replace``: readers and a crashed writer never see half an import,

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from recsys.data.events import event_ids
 from recsys.data.markets import MARKETS
 from recsys.data.schema import CUSTOMERS, EVENTS, ITEM_MARKETS, ITEMS, TIMESTAMP
-from recsys.data.store import DataStore
+from recsys.data.store import DataStore, append_import_log, now_utc
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -350,8 +350,9 @@ def generate_shop(
 ) -> dict:
     """Replace the store's events, items, item_markets and customers with a synthetic shop.
 
-    Everything is written in one transaction. Returns a summary (row counts,
-    events by type, markets, seconds, rows per second).
+    Everything is written in one transaction, then logged in ``imports.jsonl``
+    (format ``generate``). Returns a summary (row counts, events by type,
+    markets, seconds, rows per second).
     """
     config = config or ShopConfig()
     config.validate()
@@ -387,7 +388,7 @@ def generate_shop(
                 del customers, events
                 bar.update(size)
     seconds = time.perf_counter() - began
-    return {
+    summary = {
         "users": users,
         "items": items,
         "item_markets": world.item_markets_table.num_rows,
@@ -403,6 +404,11 @@ def generate_shop(
         "seconds": round(seconds, 2),
         "rows_per_second": round(n_events / seconds) if seconds else None,
     }
+    # the tables it replaced are gone: the log says what the directory holds now
+    append_import_log(
+        store.root, {"format": "generate", "generated_at": now_utc().isoformat(), **summary}
+    )
+    return summary
 
 
 # ---- the world: markets, catalog, tastes, calendar ------------------------
