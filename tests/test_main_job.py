@@ -39,6 +39,7 @@ def test_recsys_run_goes_from_data_to_a_champion(tmp_path):
         "ok": True,
         "events_checked": steps["data"]["events"],
         "problems": {},
+        "unmatched": {},
     }
     assert steps["interactions"]["nonzeros"] > 0
     trained = steps["training"]["models"]

@@ -205,3 +205,32 @@ def env_target(store) -> str:
     from recsys.snapshots.connection import redis_target
 
     return redis_target(store.root)
+
+
+def test_events_of_a_new_customer_do_not_fail_the_checks_of_the_next_run(env, tmp_path):
+    """A customer who signed up on the storefront, posting a purchase in a new market:
+    `recsys run` refused every later run ("the stored tables break integrity rules")."""
+    from recsys.data.checks import check_store
+
+    client, _, _, store = env
+    retail = tmp_path / "retail.csv"
+    retail.write_text(
+        "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+        "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom\n"
+    )
+    import_source(store, "online-retail", retail, progress=False)
+    post(
+        client,
+        [
+            {"type": "purchase", "user_id": "new-1", "item_id": "85123A", "country": "DE"},
+            {"type": "view", "user_id": "17850", "item_id": "not-in-catalog"},
+        ],
+    )
+    import_source(store, "stream", "redis", progress=False)
+    checked = check_store(store)
+    assert checked["problems"] == {} and checked["ok"]
+    assert checked["unmatched"] == {
+        "event_unknown_item": 1,
+        "event_unknown_customer": 1,
+        "purchase_outside_item_markets": 1,
+    }

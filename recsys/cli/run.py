@@ -127,6 +127,8 @@ def run(ctx, source, path, users, items, days, seed, model_names, refit, as_json
         raise UserError(
             f"the stored tables break integrity rules: {steps['validation']['problems']}"
         )
+    if steps["validation"]["unmatched"]:
+        say(f"  events other tables do not know of: {steps['validation']['unmatched']}")
 
     say("[3/5] build the interaction matrix")
     steps["interactions"] = _interactions(shop)
