@@ -234,3 +234,21 @@ def test_events_of_a_new_customer_do_not_fail_the_checks_of_the_next_run(env, tm
         "event_unknown_customer": 1,
         "purchase_outside_item_markets": 1,
     }
+
+
+def test_of_two_drains_at_once_the_one_that_read_less_does_not_move_the_cursor_back(env):
+    from recsys.data.formats.stream import import_stream
+
+    client, redis_client, keys, store = env
+    store.root.mkdir(parents=True)  # as import_source does
+    post(client, [{"type": "view", "session_id": "s1", "item_id": "a1"}])
+    first = import_stream("redis", store, progress=False)
+    list(first)  # reads one entry, then is slow to commit
+    post(client, [{"type": "view", "session_id": "s2", "item_id": "a2"}])
+    second = import_stream("redis", store, progress=False)
+    list(second)  # reads both
+    second.after_commit()
+    first.after_commit()
+    assert redis_client.xlen(keys.event_stream) == 0
+    after = import_source(store, "stream", "redis", progress=False).as_dict()
+    assert "stream" not in after  # nothing new: not both entries again, or counted as lost

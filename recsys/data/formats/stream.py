@@ -27,6 +27,7 @@ is ``$RECSYS_REDIS_PREFIX``.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -139,15 +140,26 @@ class StreamImport:
         return batch, np.union1d(seen, event_id[ok])
 
     def after_commit(self) -> None:
-        """Record the cursor, then trim the imported entries (called once committed)."""
+        """Record the cursor, then trim the imported entries (called once committed).
+
+        The cursor only moves forward: of two imports at once, the one that read
+        less may finish last, and must not send the next import back over entries
+        the other already imported and trimmed (it would count them as lost).
+        """
         if self.last_id is None:
             return
         path = self.store.root / CURSOR_FILE
-        cursors = json.loads(path.read_text()) if path.exists() else {}
-        cursors[self.cursor_name] = {"id": self.last_id, "entries_added": self.entries_added}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(cursors, indent=1))
-        os.replace(tmp, path)
+        with open(self.store.root / f".{CURSOR_FILE}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            cursors = json.loads(path.read_text()) if path.exists() else {}
+            saved = cursors.get(self.cursor_name)
+            saved_id = saved.get("id") if isinstance(saved, dict) else saved
+            if saved_id is not None and _id(saved_id) >= _id(self.last_id):
+                return  # another import got further, and trimmed up to there
+            cursors[self.cursor_name] = {"id": self.last_id, "entries_added": self.entries_added}
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cursors, indent=1))
+            os.replace(tmp, path)
         ms, seq = (int(part) for part in self.last_id.split("-"))
         self.client.xtrim(self.stream, minid=f"{ms}-{seq + 1}", approximate=False)
 
