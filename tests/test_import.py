@@ -240,6 +240,32 @@ def test_items_long_format_reasons_and_upsert(store, tmp_path):
     assert mk.loc[("i1", "DE"), "price"] == 11 and len(mk) == 2
 
 
+def test_a_stock_feed_keeps_the_catalog_columns_it_does_not_have(store, tmp_path):
+    catalog = [
+        ITEMS_HEADER,
+        "i1,Mug,Home > Kitchen,Acme,blue|gift,2024-01-01,DE,EUR,9.5,0",
+        "i1,Mug,Home > Kitchen,Acme,blue|gift,2024-01-01,GB,GBP,8.0,4",
+    ]
+    import_source(store, "items", write(tmp_path / "catalog.csv", catalog), progress=False)
+    # stock only: the titles stay, and so do the prices
+    stock = ["item_id,country,stock", "i1,DE,0", "i1,GB,2", "i2,DE,7"]
+    out = import_source(store, "items", write(tmp_path / "stock.csv", stock), progress=False)
+    assert out.tables["items"] == {"new": 1, "updated": 0, "unchanged": 1}
+    assert out.tables["item_markets"] == {"new": 1, "updated": 1, "unchanged": 1}
+    items = store.read("items").set_index("item_id")
+    assert (items.loc["i1", "title"], items.loc["i1", "category"]) == ("Mug", "Home > Kitchen")
+    assert list(items.loc["i1", "tags"]) == ["blue", "gift"]
+    assert str(items.loc["i1", "created_at"]) == "2024-01-01 00:00:00+00:00"
+    assert pd.isna(items.loc["i2", "title"])  # a new item has only what the feed says
+    # prices only: the out-of-stock item stays out of stock (null stock: always available)
+    prices = ["item_id,country,price", "i1,DE,9.0"]
+    import_source(store, "items", write(tmp_path / "prices.csv", prices), progress=False)
+    mk = store.read("item_markets").set_index(["item_id", "country"])
+    assert mk.loc[("i1", "DE"), ["price", "stock"]].tolist() == [9.0, 0]
+    assert mk.loc[("i1", "GB"), ["price", "stock"]].tolist() == [8.0, 2]
+    assert pd.isna(mk.loc[("i2", "DE"), "price"]) and mk.loc[("i2", "DE"), "stock"] == 7
+
+
 def test_customers_reasons_consent_and_attributes(store, tmp_path):
     header = "user_id,email,country,language,email_consent,unsubscribed_at,created_at,tier"
     rows = [

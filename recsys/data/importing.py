@@ -39,6 +39,8 @@ class Batch:
     accepted: int
     tables: dict[str, pd.DataFrame]
     rejects: pd.DataFrame  # columns: row, reason, then the raw input columns
+    #: per table, the columns the source does not have: stored rows keep theirs
+    keep_stored: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.rows_read != self.accepted + len(self.rejects):
@@ -112,7 +114,7 @@ def import_source(store: DataStore, fmt: str, source: str | os.PathLike, progres
             for batch in batches:
                 _count(summary, batch)
                 for table, frame in batch.tables.items():
-                    stats = txn.upsert(table, frame)
+                    stats = txn.upsert(table, frame, batch.keep_stored.get(table, ()))
                     total = summary.tables.setdefault(table, Counter())
                     total.update(stats.as_dict())
                 if len(batch.rejects):

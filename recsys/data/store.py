@@ -185,12 +185,16 @@ class Transaction:
         self.tables[table] = [p for p in self.tables.get(table, []) if p.get("staged")]
         self._known.clear()
 
-    def upsert(self, table: str, data: pa.Table | pd.DataFrame) -> UpsertStats:
+    def upsert(
+        self, table: str, data: pa.Table | pd.DataFrame, keep_stored: tuple[str, ...] = ()
+    ) -> UpsertStats:
         """Merge ``data`` into ``table`` by the table's key.
 
         ``keep_first`` tables (events) keep the stored row and add only new
         keys, touching only the months the new rows fall in; ``keep_last``
-        tables (items, customers) replace stored rows by the new ones.
+        tables (items, customers) replace stored rows by the new ones, except
+        in the columns ``keep_stored`` (the source does not have them): there
+        a stored row keeps its values.
         """
         spec = _table(table)
         new = to_arrow(spec, data).to_pandas()
@@ -198,6 +202,8 @@ class Transaction:
         new = new.drop_duplicates(
             list(spec.key), keep="last" if spec.on_conflict == "keep_last" else "first"
         )
+        if keep_stored and spec.on_conflict == "keep_last":
+            new = self._keep_stored(spec, new, list(keep_stored))
         if spec.partition_by_month is not None:
             months = month_keys(
                 pa.array(
@@ -237,6 +243,18 @@ class Transaction:
         return stats
 
     # ---- internals -------------------------------------------------------
+    def _keep_stored(self, spec: Table, new: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+        """``new`` with the stored values of ``columns`` where its key is stored."""
+        key = list(spec.key)
+        stored = self._read(spec, key + columns)
+        found = new[key].merge(stored, on=key, how="left", indicator=True)
+        found.index = new.index
+        is_stored = found.pop("_merge") == "both"
+        out = new.copy()
+        for col in columns:
+            out[col] = out[col].mask(is_stored, found[col])
+        return out
+
     def _known_keys(self, spec: Table, month: str) -> np.ndarray:
         """Sorted keys of one month of a single-key partitioned table (cached)."""
         if month not in self._known:

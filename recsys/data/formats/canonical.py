@@ -192,6 +192,11 @@ def import_items(src: Path, progress: bool = True) -> Iterator[Batch]:
         int(ok.sum()),
         {"items": items, "item_markets": item_markets},
         v.rejects(raw),
+        # a column the file lacks keeps what is stored: a stock feed keeps the titles
+        keep_stored={
+            "items": _absent(raw, ["title", "category", "brand", "tags", "created_at"]),
+            "item_markets": _absent(raw, ["price", "stock"]),
+        },
     )
 
 
@@ -241,6 +246,11 @@ def import_customers(src: Path, progress: bool = True) -> Iterator[Batch]:
         }
     )[ok]
     yield Batch(src.name, len(raw), int(ok.sum()), {"customers": customers}, v.rejects(raw))
+
+
+def _absent(raw: pd.DataFrame, columns: list[str]) -> tuple[str, ...]:
+    """The ``columns`` the source file does not have."""
+    return tuple(c for c in columns if c not in raw.columns)
 
 
 def _repeated(key: pd.DataFrame, accepted: np.ndarray) -> np.ndarray:
