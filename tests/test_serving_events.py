@@ -252,3 +252,39 @@ def test_of_two_drains_at_once_the_one_that_read_less_does_not_move_the_cursor_b
     assert redis_client.xlen(keys.event_stream) == 0
     after = import_source(store, "stream", "redis", progress=False).as_dict()
     assert "stream" not in after  # nothing new: not both entries again, or counted as lost
+
+
+def test_redis_going_away_during_a_drain_is_a_one_line_error_not_a_traceback(tmp_path, monkeypatch):
+    import redis
+    from serving_fixtures import RedisProcess
+
+    from recsys.data.formats import stream
+    from recsys.snapshots.keys import Keys
+
+    monkeypatch.setattr(stream, "READ_COUNT", 2)
+    monkeypatch.setattr(stream, "BATCH_ROWS", 2)
+    monkeypatch.setenv("RECSYS_REDIS_PREFIX", "test-drain")
+    store = DataStore(tmp_path / "data")
+    store.root.mkdir()
+    server = RedisProcess()
+    server.start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        for i in range(5):
+            entry = {"timestamp": "2024-03-01T10:00:00Z", "item_id": f"i{i}", "type": "view"}
+            client.xadd(Keys.from_env().event_stream, {**entry, "session_id": "s1"})
+        reading = stream.import_stream(server.url, store, progress=False)
+        assert next(reading).rows_read == 2
+        server.stop()  # while it reads
+        with pytest.raises(DataError, match="nothing was imported"):
+            next(reading)
+
+        server.start()
+        drained = stream.import_stream(server.url, store, progress=False)
+        assert sum(batch.rows_read for batch in drained) == 5
+        server.stop()  # after the commit, before the trim
+        drained.after_commit()
+        assert drained.summary_extra["stream"]["trimmed"] is False
+        assert json.loads((store.root / CURSOR_FILE).read_text())  # the cursor moved on
+    finally:
+        server.close()

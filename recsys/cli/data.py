@@ -61,6 +61,12 @@ def import_(ctx, fmt: str, src: str, as_json: bool, quiet: bool) -> None:
             "(the stream is capped): drain it more often",
             err=True,
         )
+    if summary.get("stream", {}).get("trimmed") is False:
+        click.echo(
+            "warning: Redis went away before the imported entries were trimmed from the "
+            "stream; a later import trims them",
+            err=True,
+        )
     emit(summary, as_json, human.rstrip())
 
 

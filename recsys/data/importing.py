@@ -129,10 +129,10 @@ def import_source(store: DataStore, fmt: str, source: str | os.PathLike, progres
         if writer is not None:
             writer.close()
         rejects_tmp.unlink(missing_ok=True)
-    summary.extra = dict(getattr(batches, "summary_extra", None) or {})
     after_commit = getattr(batches, "after_commit", None)  # e.g. trim a drained stream
     if after_commit is not None:
         after_commit()
+    summary.extra = dict(getattr(batches, "summary_extra", None) or {})
     summary.tables = {k: dict(v) for k, v in summary.tables.items()}
     summary.seconds = time.perf_counter() - started
     append_import_log(store.root, summary.as_dict())

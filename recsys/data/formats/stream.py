@@ -7,9 +7,11 @@ format drains it: it reads the entries after the last drained id (kept in
 import, validates them exactly like the ``events`` format (``parse_events``;
 rejected entries keep their ``stream_id``), and only after the import has
 committed records the new cursor and trims the imported entries from the
-stream (``XTRIM MINID``). An import that fails leaves the stream as it was;
-one interrupted between commit and trim imports nothing twice (the cursor,
-and content-derived event ids).
+stream (``XTRIM MINID``). An import that fails (Redis gone while it reads:
+a one-line error) leaves the stream as it was; one interrupted between
+commit and trim imports nothing twice (the cursor, and content-derived event
+ids), and a trim that fails is left to a later import (``stream.trimmed``
+false in the summary).
 
 Entries the stream dropped before they were imported (``POST /v1/events``
 caps the stream with ``MAXLEN``, so a stream left undrained loses its oldest
@@ -56,6 +58,7 @@ class StreamImport:
     def __init__(self, client: redis.Redis, keys: Keys, target: str, store: DataStore, progress):
         self.client = client
         self.stream = keys.event_stream
+        self.target = target
         self.cursor_name = f"{target}#{self.stream}"
         self.store = store
         self.progress = progress
@@ -72,6 +75,14 @@ class StreamImport:
         return next(self._iterator)
 
     def _batches(self) -> Iterator[Batch]:
+        try:
+            yield from self._read()
+        except redis.RedisError as exc:  # e.g. the server went away while it was read
+            raise DataError(
+                f"Redis at {self.target}: {exc}; nothing was imported, the stream is as it was"
+            ) from exc
+
+    def _read(self) -> Iterator[Batch]:
         start, added_before = self._cursor()
         try:
             info = self.client.xinfo_stream(self.stream)
@@ -161,7 +172,10 @@ class StreamImport:
             tmp.write_text(json.dumps(cursors, indent=1))
             os.replace(tmp, path)
         ms, seq = (int(part) for part in self.last_id.split("-"))
-        self.client.xtrim(self.stream, minid=f"{ms}-{seq + 1}", approximate=False)
+        try:
+            self.client.xtrim(self.stream, minid=f"{ms}-{seq + 1}", approximate=False)
+        except redis.RedisError:  # committed, cursor saved: a later import trims them
+            self.notes["trimmed"] = False
 
     def _cursor(self) -> tuple[str | None, int | None]:
         """The last drained id and the stream's ``entries-added`` then (None: unknown)."""
