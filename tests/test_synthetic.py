@@ -237,6 +237,18 @@ def test_rejects_impossible_arguments(tmp_path):
     assert not store.has("events")
 
 
+def test_a_start_that_is_not_a_date_is_a_one_line_error(tmp_path):
+    from click.testing import CliRunner
+
+    from recsys.cli import cli
+
+    args = ["--data", str(tmp_path), "data", "generate", "--users", "10", "--start", "01.03.24"]
+    result = CliRunner().invoke(cli, [*args, "-q"])
+    assert result.exit_code == 2, result.output
+    assert "error: start '01.03.24' is not a date; give one as YYYY-MM-DD" in result.output
+    assert not DataStore(tmp_path).has("events")
+
+
 def test_chunks_share_nothing_but_the_catalog(tmp_path):
     config = ShopConfig(chunk_users=100)
     store = DataStore(tmp_path)

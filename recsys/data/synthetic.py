@@ -31,7 +31,7 @@ from tqdm import tqdm
 from recsys.data.events import event_ids
 from recsys.data.markets import MARKETS
 from recsys.data.schema import CUSTOMERS, EVENTS, ITEM_MARKETS, ITEMS, TIMESTAMP
-from recsys.data.store import DataStore, append_import_log, now_utc
+from recsys.data.store import DataError, DataStore, append_import_log, now_utc
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -358,6 +358,10 @@ def generate_shop(
     config.validate()
     if users < 1 or items < 1 or days < 1:
         raise ValueError("users, items and days must all be >= 1")
+    try:
+        np.datetime64(start, "ms")
+    except ValueError:
+        raise DataError(f"start {start!r} is not a date; give one as YYYY-MM-DD") from None
     began = time.perf_counter()
     world = build_world(items, days, seed, start, config)
     by_type = np.zeros(len(TYPE_NAMES), dtype=np.int64)
