@@ -464,6 +464,15 @@ def test_online_retail_quantities_the_events_table_cannot_hold_are_rejected(stor
     assert events["quantity"].to_dict() == {"536365": 6, "C536366": 2}
 
 
+def test_online_retail_invoices_follow_the_id_rule(store, tmp_path):
+    line = "{inv},85123A,HEART,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom"
+    rows = [line.format(inv=inv) for inv in ("536365", "536 366", "536367:x")]
+    src = write(tmp_path / "retail.csv", [RETAIL_HEADER, *rows])
+    out = import_source(store, "online-retail", src, progress=False).as_dict()
+    assert out["rejected"] == {"malformed_row": 2}
+    assert store.read("events")["session_id"].tolist() == ["536365"]
+
+
 def test_a_rating_too_large_for_float32_is_a_bad_value_not_inf(store, tmp_path):
     rows = [
         "2024-03-01T10:00:00Z,u1,,i1,rating,,,,,1e300",

@@ -18,7 +18,7 @@ from recsys.data import markets
 from recsys.data.schema import EVENT_TYPES, ID_PATTERN
 from recsys.data.store import DataStore
 
-EVENT_COLUMNS = ["user_id", "item_id", "type", "country", "currency", "quantity"]
+EVENT_COLUMNS = ["user_id", "session_id", "item_id", "type", "country", "currency", "quantity"]
 
 
 def check_store(store: DataStore) -> dict:
@@ -38,7 +38,8 @@ def check_store(store: DataStore) -> dict:
         events_seen += len(ev)
         _add(problems, "event_unknown_type", ~ev["type"].isin(EVENT_TYPES))
         _add(problems, "event_bad_quantity", ev["quantity"] <= 0)
-        _add(problems, "event_bad_id", ~_ids_ok(ev["item_id"]) | ~_ids_ok(ev["user_id"]))
+        ids_ok = _ids_ok(ev["item_id"]) & _ids_ok(ev["user_id"]) & _ids_ok(ev["session_id"])
+        _add(problems, "event_bad_id", ~ids_ok)
         _add(problems, "event_bad_country", ~_codes_ok(ev["country"], markets.is_country))
         _add(problems, "event_bad_currency", ~_codes_ok(ev["currency"], markets.is_currency))
         if items is not None:

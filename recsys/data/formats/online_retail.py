@@ -96,6 +96,7 @@ def _read(src: Path) -> Batch:
         | (invoice == "").to_numpy()
         | (code == "").to_numpy()
         | bad_ids(customer)
+        | bad_ids(invoice)  # the session id
     )
     v.reject(malformed, "malformed_row")
     # An event is its time, customer, invoice, item, quantity, price and
