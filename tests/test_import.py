@@ -266,6 +266,16 @@ def test_a_stock_feed_keeps_the_catalog_columns_it_does_not_have(store, tmp_path
     assert pd.isna(mk.loc[("i2", "DE"), "price"]) and mk.loc[("i2", "DE"), "stock"] == 7
 
 
+def test_a_stock_feed_keeps_the_currency_of_the_stored_price(store, tmp_path):
+    catalog = [ITEMS_HEADER, "i1,Mug,,,,,DE,USD,10,10"]
+    import_source(store, "items", write(tmp_path / "catalog.csv", catalog), progress=False)
+    stock = ["item_id,country,stock", "i1,DE,3", "i1,FR,5"]
+    import_source(store, "items", write(tmp_path / "stock.csv", stock), progress=False)
+    mk = store.read("item_markets").set_index(["item_id", "country"])
+    assert mk.loc[("i1", "DE"), ["currency", "price", "stock"]].tolist() == ["USD", 10.0, 3]
+    assert mk.loc[("i1", "FR"), "currency"] == "EUR"  # a new market: its own currency
+
+
 def test_customers_reasons_consent_and_attributes(store, tmp_path):
     header = "user_id,email,country,language,email_consent,unsubscribed_at,created_at,tier"
     rows = [

@@ -195,7 +195,9 @@ def import_items(src: Path, progress: bool = True) -> Iterator[Batch]:
         # a column the file lacks keeps what is stored: a stock feed keeps the titles
         keep_stored={
             "items": _absent(raw, ["title", "category", "brand", "tags", "created_at"]),
-            "item_markets": _absent(raw, ["price", "stock"]),
+            # the currency goes with the price: a file without either keeps both
+            "item_markets": _absent(raw, ["price", "stock"])
+            + (() if "price" in raw.columns else _absent(raw, ["currency"])),
         },
     )
 
