@@ -310,6 +310,30 @@ def test_customers_reasons_consent_and_attributes(store, tmp_path):
     assert json.loads(customers.loc["u1", "attributes"]) == {"tier": "gold"}
 
 
+def test_a_consent_export_keeps_the_customer_columns_it_does_not_have(store, tmp_path):
+    profiles = [
+        "user_id,email,country,language,email_consent,created_at,tier",
+        "u1,a@shop.example,DE,de,yes,2024-01-01,gold",
+        "u2,b@shop.example,FR,fr,yes,2024-01-02,",
+    ]
+    import_source(store, "customers", write(tmp_path / "profiles.csv", profiles), progress=False)
+    consent = ["user_id,email_consent", "u1,no", "u2,yes"]
+    out = import_source(
+        store, "customers", write(tmp_path / "consent.csv", consent), progress=False
+    )
+    assert out.tables["customers"] == {"new": 0, "updated": 1, "unchanged": 1}
+    customers = store.read("customers").set_index("user_id")
+    assert customers["email"].to_dict() == {"u1": "a@shop.example", "u2": "b@shop.example"}
+    assert customers["country"].to_dict() == {"u1": "DE", "u2": "FR"}
+    assert customers["email_consent"].to_dict() == {"u1": False, "u2": True}
+    assert json.loads(customers.loc["u1", "attributes"]) == {"tier": "gold"}
+    # without the consent column, consent is no: an export cannot grant it by omission
+    emails = ["user_id,email", "u2,new@shop.example"]
+    import_source(store, "customers", write(tmp_path / "emails.csv", emails), progress=False)
+    u2 = store.read("customers").set_index("user_id").loc["u2"]
+    assert (u2["email"], u2["country"], u2["email_consent"]) == ("new@shop.example", "FR", False)
+
+
 def test_timestamps_finer_than_milliseconds_are_cut_to_milliseconds(store, tmp_path):
     rows = [
         "2024-03-01T10:00:00.123456Z,u1,,i1,view,,,,,",  # Python's isoformat(): microseconds

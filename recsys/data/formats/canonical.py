@@ -247,7 +247,17 @@ def import_customers(src: Path, progress: bool = True) -> Iterator[Batch]:
             "attributes": attributes.to_numpy(object),
         }
     )[ok]
-    yield Batch(src.name, len(raw), int(ok.sum()), {"customers": customers}, v.rejects(raw))
+    # a column the file lacks keeps what is stored (a consent export keeps the emails);
+    # not consent: without it, it is no (see above)
+    kept = _absent(raw, ["email", "country", "language", "created_at"])
+    yield Batch(
+        src.name,
+        len(raw),
+        int(ok.sum()),
+        {"customers": customers},
+        v.rejects(raw),
+        keep_stored={"customers": kept + (() if extra else ("attributes",))},
+    )
 
 
 def _absent(raw: pd.DataFrame, columns: list[str]) -> tuple[str, ...]:
