@@ -163,6 +163,28 @@ def test_failure_in_a_later_chunk_commits_nothing(store, tmp_path, monkeypatch):
     assert not list((store.tables_dir / "events").glob("*.parquet"))
 
 
+def test_nan_in_a_parquet_float_column_is_no_value(store, tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    nan = np.nan  # as Arrow-native writers (not pandas) store a missing float
+    table = pa.table(
+        {
+            "timestamp": ["2024-03-01T10:00:00Z", "2024-03-01T10:01:00Z"],
+            "item_id": ["i1", "i2"],
+            "type": ["view", "purchase"],
+            "price": pa.array([nan, 9.5], from_pandas=False),
+            "currency": [None, "EUR"],
+            "value": pa.array([nan, nan], pa.float32(), from_pandas=False),
+        }
+    )
+    pq.write_table(table, tmp_path / "events.parquet")
+    out = import_source(store, "events", tmp_path / "events.parquet", progress=False).as_dict()
+    assert out["accepted"] == 2 and out["rejected"] == {}
+    assert store.read("events").sort_values("item_id")["price"].isna().tolist() == [True, False]
+
+
 def test_cli_import_json_and_exit_codes(tmp_path, events_csv):
     data = tmp_path / "cli"
     cmd = [

@@ -227,13 +227,16 @@ def _is_parquet(path: Path) -> bool:
 
 
 def _arrow_as_text(batch: pa.RecordBatch) -> pd.DataFrame:
-    """A Parquet batch as text columns (pandas string dtype), as if read from a CSV file."""
+    """A Parquet batch as text columns (pandas string dtype), as if read from a CSV file
+    that pandas wrote (nulls and float NaN are empty)."""
     columns = []
     for col in batch.columns:
         if pa.types.is_list(col.type):
             col = pc.binary_join(pc.cast(col, pa.list_(pa.string())), "|")
         elif pa.types.is_timestamp(col.type) and col.type.tz is None:
             col = pc.assume_timezone(col, "UTC")
+        elif pa.types.is_floating(col.type):  # NaN is no value, as pandas writes it to CSV
+            col = pc.if_else(pc.is_nan(col), pa.scalar(None, col.type), col)
         columns.append(pc.fill_null(pc.cast(col, pa.string()), ""))
     table = pa.Table.from_arrays(columns, names=batch.schema.names)
     return table.to_pandas(types_mapper={pa.string(): pd.StringDtype()}.get)
