@@ -185,6 +185,16 @@ def test_nan_in_a_parquet_float_column_is_no_value(store, tmp_path):
     assert store.read("events").sort_values("item_id")["price"].isna().tolist() == [True, False]
 
 
+def test_the_next_import_deletes_the_rejects_a_killed_import_was_writing(store, events_csv):
+    # what an import killed while it wrote its rejects leaves (the name it writes to)
+    store.rejects_dir.mkdir(parents=True)
+    debris = store.rejects_dir / ".20240301T100000-events-0123456789-ab12.parquet.tmp"
+    debris.write_bytes(b"PAR1 half a file")
+    out = import_source(store, "events", events_csv, progress=False).as_dict()
+    assert not debris.exists()
+    assert sorted(p.name for p in store.rejects_dir.iterdir()) == [f"{out['import_id']}.parquet"]
+
+
 def test_cli_import_json_and_exit_codes(tmp_path, events_csv):
     data = tmp_path / "cli"
     cmd = [

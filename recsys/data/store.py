@@ -10,7 +10,8 @@ Layout of a data directory::
 A write stages new parts beside the live ones, then replaces ``manifest.json``
 in one ``os.replace``: readers and a crashed writer never see half an import,
 and every table of one import changes together. Parts no longer named by the
-manifest (left by a crash, or replaced) are deleted by the next writer.
+manifest (left by a crash, or replaced) are deleted by the next writer, and
+so is the unfinished rejects file of a killed import.
 Writers are serialised by an exclusive lock on ``tables/.lock``.
 """
 
@@ -149,6 +150,10 @@ class DataStore:
                 if (name, path.name) not in live:
                     path.unlink(missing_ok=True)
         for tmp in self.tables_dir.glob(f"{MANIFEST}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+        # rejects an import was writing when it was killed (one is written only
+        # inside a transaction, so none is being written while this holds the lock)
+        for tmp in self.rejects_dir.glob(".*.parquet.tmp"):
             tmp.unlink(missing_ok=True)
 
 
