@@ -184,3 +184,44 @@ def test_a_generated_shop_is_other_data_after_a_stream_import_or_over_a_real_one
     import_source(real, "online-retail", retail, progress=False)
     generate_shop(real, users=40, items=20, days=10, seed=1, progress=False)
     assert other_data(real, "online-retail") == "a generated shop"
+
+
+def test_recsys_run_of_a_synthetic_shop_refuses_to_replace_imported_events(tmp_path):
+    """`recsys run` (synthetic by default) generated a new shop over whatever the data
+    directory held: imported files and drained live events were replaced without a word."""
+    from click.testing import CliRunner
+
+    from recsys.cli import cli
+    from recsys.cli.run import data_a_shop_would_replace
+    from recsys.data.importing import import_source
+    from recsys.data.store import DataStore
+    from recsys.data.synthetic import generate_shop
+
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "timestamp,user_id,item_id,type,country\n"
+        "2024-03-01T10:00:00Z,alice,i1,purchase,DE\n"
+        "2024-03-01T10:05:00Z,bob,i2,view,FR\n"
+    )
+    shop = DataStore(tmp_path / "shop")
+    assert data_a_shop_would_replace(shop) is None  # nothing there yet
+    generate_shop(shop, users=40, items=20, days=10, seed=1, progress=False)
+    assert data_a_shop_would_replace(shop) is None  # a generated shop: run makes it again
+    import_source(shop, "events", events, progress=False)
+    assert data_a_shop_would_replace(shop) == "imports of format events"
+    before = shop.counts()
+    small = ["--users", "40", "--items", "20", "--days", "10", "-q"]
+    result = CliRunner().invoke(cli, ["--data", str(shop.root), "run", *small])
+    assert result.exit_code == 2, result.output
+    assert "holds data that a generated shop would replace (imports of format events)" in (
+        result.output
+    )
+    assert "data generate" in result.output
+    assert shop.counts() == before  # nothing replaced
+
+    generate_shop(shop, users=40, items=20, days=10, seed=1, progress=False)  # on purpose
+    assert data_a_shop_would_replace(shop) is None
+
+    real = DataStore(tmp_path / "real")
+    import_source(real, "events", events, progress=False)
+    assert data_a_shop_would_replace(real) == "imports of format events"

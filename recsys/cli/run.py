@@ -99,6 +99,13 @@ def run(ctx, source, path, users, items, days, seed, model_names, refit, as_json
     if source == "synthetic":
         from recsys.data.synthetic import generate_shop
 
+        kept = data_a_shop_would_replace(shop)
+        if kept:
+            raise UserError(
+                f"{shop.root} holds data that a generated shop would replace ({kept}): "
+                f"run on a directory of its own (`recsys --data ./shop run`), or replace "
+                f"it on purpose with `recsys --data {shop.root} data generate` first"
+            )
         steps["data"] = generate_shop(
             shop, users=users, items=items, days=days, seed=seed, progress=progress
         )
@@ -175,6 +182,21 @@ def other_data(shop, fmt: str) -> str | None:
     if others:
         return "imports of format " + ", ".join(others)
     return None if fmt in formats and not generated else "a generated shop"
+
+
+def data_a_shop_would_replace(shop) -> str | None:
+    """What of the data directory's events did not come from ``data generate`` (the
+    imports logged since the last generated shop that accepted rows, e.g. drained
+    live events); None when a new synthetic shop replaces nothing else. A
+    directory with events and no import log holds a shop generated before
+    ``data generate`` logged itself."""
+    if not shop.has("events"):
+        return None
+    log = read_import_log(shop.root) or []
+    generated = [i for i, summary in enumerate(log) if summary.get("format") == "generate"]
+    since = log[generated[-1] + 1 :] if generated else log
+    formats = sorted({s["format"] for s in since if s.get("accepted", 1) and s.get("format")})
+    return "imports of format " + ", ".join(formats) if formats else None
 
 
 def _model_names(model_names: str) -> list[str]:
