@@ -267,6 +267,29 @@ def test_an_unreachable_redis_is_a_one_line_error_before_any_work(shop, monkeypa
         assert time.monotonic() - started < 10
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("RECSYS_REDIS_PREFIX", "two words", "error: RECSYS_REDIS_PREFIX: bad Redis key prefix"),
+        ("REDIS_URL", "http://127.0.0.1:6379", "error: REDIS_URL: Redis URL must specify"),
+    ],
+)
+def test_a_malformed_redis_setting_is_a_one_line_error(shop, monkeypatch, name, value, said):
+    """Both settings are checked before any work (the prefix was read only after every
+    list was computed); a bad one is an error line, not a traceback."""
+    from click.testing import CliRunner
+
+    from recsys.cli import cli
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv(name, value)
+    for args in (["publish", "-q"], ["publish", "rollback"]):
+        result = CliRunner().invoke(cli, ["--data", str(shop), *args])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(said) and result.output.count("\n") == 1
+
+
 def test_refit_publishes_the_recipe_fitted_on_every_event(shop, env):
     client, keys = env
     tracking = open_tracking(shop)

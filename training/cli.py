@@ -363,16 +363,15 @@ def publish_rollback(ctx, as_json) -> None:
     """Point `current` back at the previous snapshot (and keep this one as previous)."""
     from redis import RedisError
 
-    from recsys.snapshots.connection import connect, is_embedded, persist
-    from recsys.snapshots.keys import Keys
+    from recsys.snapshots.connection import RedisSettingError, is_embedded, open_store, persist
     from recsys.snapshots.writer import rollback
 
     try:
-        client = connect(data_dir(ctx))
-        out = rollback(client, Keys.from_env())
+        keys, client = open_store(data_dir(ctx))
+        out = rollback(client, keys)
         if is_embedded(client):
             persist(client)  # as publish does: the file holds the pointer now
-    except LookupError as exc:
+    except (LookupError, RedisSettingError) as exc:
         raise UserError(str(exc)) from exc
     except RedisError as exc:
         raise UserError(f"Redis: {exc}") from exc

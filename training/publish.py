@@ -38,7 +38,7 @@ from recsys.interactions import InteractionConfig, build_interactions
 from recsys.progress import elapsed
 from recsys.scoring import batch_recommend, batch_similar_items
 from recsys.snapshots.codec import pack_int32, pack_offers
-from recsys.snapshots.connection import connect, is_embedded, persist
+from recsys.snapshots.connection import RedisSettingError, is_embedded, open_store, persist
 from recsys.snapshots.keys import Keys
 from recsys.snapshots.writer import SnapshotWriter
 from training.tracking import CHAMPION, RECIPE_TAG, NoTrackingStore, Tracking, open_tracking
@@ -116,7 +116,10 @@ def publish(
     except NoTrackingStore as exc:
         raise PublishError(str(exc)) from None
     name, version = resolve_version(tracking, model_ref)
-    client = connect(data_dir)
+    try:
+        keys, client = open_store(data_dir)
+    except RedisSettingError as exc:
+        raise PublishError(str(exc)) from None
     client.ping()  # an unreachable Redis fails now, not after computing every list
     _refuse_evicting(client)
     mv = tracking.client.get_model_version(name, version)
@@ -147,7 +150,6 @@ def publish(
     item_map = bundle.item_map.copy().extend(_catalog_ids(store, events))
     popularity = _popularity(store, events, item_map, n)
 
-    keys = Keys.from_env()
     user_ids = bundle.user_map.ids(users)
     with SnapshotWriter(
         client, keys, max_rate=max_rate, lock_ttl_ms=int(lock_ttl_s * 1000)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import redis
 
+from recsys.snapshots.keys import PREFIX_ENV, Keys
+
 REDIS_URL_ENV = "REDIS_URL"
 _clients: dict[str, redis.Redis] = {}
 _lock = threading.Lock()
@@ -37,6 +39,23 @@ def connect(data_dir: str | os.PathLike) -> redis.Redis:
             client = _open(target)
             _clients[target] = client
         return client
+
+
+class RedisSettingError(ValueError):
+    """``REDIS_URL`` or ``RECSYS_REDIS_PREFIX`` is malformed; the message names it."""
+
+
+def open_store(data_dir: str | os.PathLike) -> tuple[Keys, redis.Redis]:
+    """The key names (``RECSYS_REDIS_PREFIX``) and the client (``connect``) of a job;
+    checks both settings before any work."""
+    try:
+        keys = Keys.from_env()
+    except ValueError as exc:
+        raise RedisSettingError(f"{PREFIX_ENV}: {exc}") from None
+    try:
+        return keys, connect(data_dir)
+    except ValueError as exc:  # redis-py's word on a URL it cannot parse
+        raise RedisSettingError(f"{REDIS_URL_ENV}: {exc}") from None
 
 
 def is_embedded(client: redis.Redis) -> bool:
