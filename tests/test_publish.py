@@ -272,9 +272,12 @@ def test_an_unreachable_redis_is_a_one_line_error_before_any_work(shop, monkeypa
     [
         ("RECSYS_REDIS_PREFIX", "two words", "error: RECSYS_REDIS_PREFIX: bad Redis key prefix"),
         ("REDIS_URL", "http://127.0.0.1:6379", "error: REDIS_URL: Redis URL must specify"),
+        ("REDIS_URL", "127.0.0.1:6379", "error: REDIS_URL: Redis URL must specify"),
     ],
 )
-def test_a_malformed_redis_setting_is_a_one_line_error(shop, monkeypatch, name, value, said):
+def test_a_malformed_redis_setting_is_a_one_line_error(
+    shop, monkeypatch, tmp_path, name, value, said
+):
     """Both settings are checked before any work (the prefix was read only after every
     list was computed); a bad one is an error line, not a traceback."""
     from click.testing import CliRunner
@@ -284,10 +287,19 @@ def test_a_malformed_redis_setting_is_a_one_line_error(shop, monkeypatch, name, 
     monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv(name, value)
-    for args in (["publish", "-q"], ["publish", "rollback"]):
+    monkeypatch.chdir(tmp_path)
+    jobs = (
+        ["publish", "-q"],
+        ["publish", "rollback"],
+        ["data", "import", "--format", "stream", "redis"],
+    )
+    for args in jobs:
         result = CliRunner().invoke(cli, ["--data", str(shop), *args])
         assert result.exit_code == 2, result.output
         assert result.output.startswith(said) and result.output.count("\n") == 1
+    # a URL without its scheme started an embedded server with a file of that name here,
+    # and published into it (a Redis nothing else reads)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_refit_publishes_the_recipe_fitted_on_every_event(shop, env):

@@ -36,7 +36,9 @@ def connect(data_dir: str | os.PathLike) -> redis.Redis:
     with _lock:
         client = _clients.get(target)
         if client is None:
-            client = _open(target)
+            # a REDIS_URL is a URL even without a scheme (``localhost:6379``: redis-py refuses
+            # it), never the path of an embedded server's file
+            client = _open(target, embedded=not os.environ.get(REDIS_URL_ENV))
             _clients[target] = client
         return client
 
@@ -96,8 +98,8 @@ def await_sole_client(client: redis.Redis, timeout_s: float = 2.0) -> bool:
         time.sleep(0.02)
 
 
-def _open(target: str) -> redis.Redis:
-    if "://" in target:
+def _open(target: str, embedded: bool) -> redis.Redis:
+    if not embedded:
         return redis.Redis.from_url(
             target, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
         )

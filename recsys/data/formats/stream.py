@@ -190,10 +190,14 @@ class StreamImport:
 
 def import_stream(src: str, store: DataStore, progress: bool = True) -> StreamImport:
     """The event stream of ``src`` (``redis`` or a Redis URL) as import batches."""
-    from recsys.snapshots.connection import connect, redis_target
+    from recsys.snapshots.connection import RedisSettingError, open_store, redis_target
 
     if src == "redis":
-        client, target = connect(store.root), redis_target(store.root)
+        try:
+            _, client = open_store(store.root)
+        except RedisSettingError as exc:  # e.g. a REDIS_URL without its scheme
+            raise DataError(str(exc)) from None
+        target = redis_target(store.root)
     elif src.startswith(("redis://", "rediss://", "unix://")):
         client, target = redis.Redis.from_url(src), src
     else:
