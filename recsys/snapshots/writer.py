@@ -264,11 +264,10 @@ class SnapshotWriter:
     # -- housekeeping -------------------------------------------------------------
     def cleanup(self) -> list[str]:
         """Delete every version that is not current, previous or being written by us."""
-        keep = {
-            as_str(self.client.get(self.keys.current)),
-            as_str(self.client.get(self.keys.previous)),
-            self.version,
-        }
+        # both pointers in one read: a rollback (which takes no lock) between two reads
+        # would show the same version twice and leave the other one, served, to delete
+        pointers = self.client.mget(self.keys.current, self.keys.previous)
+        keep = {*(as_str(v) for v in pointers), self.version}
         deleted = []
         for raw in self.client.zrange(self.keys.versions, 0, -1):
             version = as_str(raw)
