@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import click
 
@@ -365,25 +363,11 @@ def publish_rollback(ctx, as_json) -> None:
     """Point `current` back at the previous snapshot (and keep this one as previous)."""
     from redis import RedisError
 
-    from recsys.snapshots.connection import (
-        REDIS_URL_ENV,
-        RedisSettingError,
-        is_embedded,
-        open_store,
-        persist,
-        redis_target,
-    )
+    from recsys.snapshots.connection import RedisSettingError, is_embedded, open_store, persist
     from recsys.snapshots.writer import rollback
 
-    root = data_dir(ctx)
-    if not os.environ.get(REDIS_URL_ENV) and not Path(redis_target(root)).exists():
-        # a mistyped --data: starting the embedded server would make it a data directory
-        raise UserError(
-            f"{root} holds no embedded Redis (nothing was published there) and REDIS_URL "
-            "is not set: no snapshot to roll back"
-        )
     try:
-        keys, client = open_store(root)
+        keys, client = open_store(data_dir(ctx), create=False)
         out = rollback(client, keys)
         if is_embedded(client):
             persist(client)  # as publish does: the file holds the pointer now

@@ -47,13 +47,24 @@ class RedisSettingError(ValueError):
     """``REDIS_URL`` or ``RECSYS_REDIS_PREFIX`` is malformed; the message names it."""
 
 
-def open_store(data_dir: str | os.PathLike) -> tuple[Keys, redis.Redis]:
+class NoEmbeddedRedis(LookupError):
+    """The data directory holds no embedded Redis, and ``REDIS_URL`` is not set."""
+
+
+def open_store(data_dir: str | os.PathLike, create: bool = True) -> tuple[Keys, redis.Redis]:
     """The key names (``RECSYS_REDIS_PREFIX``) and the client (``connect``) of a job;
-    checks both settings before any work."""
+    checks both settings before any work. ``create=False`` refuses (``NoEmbeddedRedis``)
+    to start an embedded server in a directory that has none (a mistyped ``--data``)."""
     try:
         keys = Keys.from_env()
     except ValueError as exc:
         raise RedisSettingError(f"{PREFIX_ENV}: {exc}") from None
+    url = os.environ.get(REDIS_URL_ENV)
+    if not create and not url and not Path(redis_target(data_dir)).exists():
+        raise NoEmbeddedRedis(
+            f"{data_dir} holds no embedded Redis (nothing was published there) and "
+            f"{REDIS_URL_ENV} is not set"
+        )
     try:
         return keys, connect(data_dir)
     except ValueError as exc:  # redis-py's word on a URL it cannot parse
