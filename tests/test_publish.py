@@ -71,6 +71,23 @@ def test_codec_round_trip_drops_padding():
     assert len(pack(np.arange(100), np.ones(100))) == 600
 
 
+def test_codec_refuses_item_indices_beyond_its_uint32_width():
+    """An index past 2**32 - 1 wrapped around silently to another item's index."""
+    from recsys.snapshots.codec import pack_offers, pack_rows
+
+    big = np.array([3, 2**32 + 5])
+    for packing in (
+        lambda: pack(big, np.ones(2)),
+        lambda: pack_rows(big[None, :], np.ones((1, 2))),
+        lambda: pack_offers(big, np.ones(2)),
+    ):
+        with pytest.raises(ValueError, match="does not fit"):
+            packing()
+    top = np.array([2**32 - 1, -1])
+    assert unpack(pack(top, np.ones(2)))[0].tolist() == [2**32 - 1]
+    assert unpack(pack_rows(top[None, :], np.ones((1, 2)))[0])[0].tolist() == [2**32 - 1]
+
+
 def test_unpack_lists_equals_unpack():
     rng = np.random.default_rng(0)
     blob = pack(rng.integers(0, 2**32 - 1, 100), rng.normal(0, 100, 100).astype(np.float32))

@@ -24,6 +24,14 @@ def as_str(value) -> str | None:
 
 
 _SCORES = np.dtype("<f2")
+_MAX_ID = np.iinfo(np.uint32).max
+
+
+def _checked_ids(ids: np.ndarray) -> np.ndarray:
+    """``ids`` as uint32; an index beyond that width would wrap around to another item."""
+    if ids.size and int(ids.max()) > _MAX_ID:
+        raise ValueError(f"item index {int(ids.max())} does not fit the packed uint32 ids")
+    return ids.astype(_IDS)
 
 
 def pack(ids: np.ndarray, scores: np.ndarray) -> bytes:
@@ -32,7 +40,7 @@ def pack(ids: np.ndarray, scores: np.ndarray) -> bytes:
     keep = ids >= 0
     limit = np.finfo(np.float16).max
     kept = np.clip(np.asarray(scores, dtype=np.float32)[keep], -limit, limit)
-    return ids[keep].astype(_IDS).tobytes() + kept.astype(_SCORES).tobytes()
+    return _checked_ids(ids[keep]).tobytes() + kept.astype(_SCORES).tobytes()
 
 
 def unpack(blob: bytes | None) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +106,7 @@ def pack_rows(ids: np.ndarray, scores: np.ndarray) -> list[bytes]:
         return [pack(i, s) for i, s in zip(ids, scores, strict=True)]  # padding in between
     n_rows, n = ids.shape
     limit = np.finfo(np.float16).max
-    id_bytes = np.ascontiguousarray(np.maximum(ids, 0).astype(_IDS)).view(np.uint8)
+    id_bytes = np.ascontiguousarray(_checked_ids(np.maximum(ids, 0))).view(np.uint8)
     score_bytes = np.ascontiguousarray(np.clip(scores, -limit, limit).astype(_SCORES))
     id_bytes = id_bytes.reshape(n_rows, n * _IDS.itemsize)
     score_bytes = score_bytes.view(np.uint8).reshape(n_rows, n * _SCORES.itemsize)
@@ -116,7 +124,7 @@ _PRICES = np.dtype("<f4")
 def pack_offers(ids: np.ndarray, prices: np.ndarray) -> bytes:
     """Item indices (uint32) and their prices (float32; NaN = unknown)."""
     return (
-        np.asarray(ids).astype(_IDS).tobytes()
+        _checked_ids(np.asarray(ids)).tobytes()
         + np.asarray(prices, dtype=np.float32).astype(_PRICES).tobytes()
     )
 
