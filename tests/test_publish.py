@@ -399,6 +399,21 @@ def test_the_flip_refuses_once_the_lock_is_lost_and_leaves_current_alone(env):
     assert client.get(keys.publish_lock) == b"another-writer"  # not released by the loser
 
 
+def test_a_publish_waiting_in_vain_for_the_lock_says_when_the_holders_lock_expires(env):
+    """The message gave the waiting writer's own TTL ('expires 1 s after its writer
+    stops') for a lock its holder took with another TTL."""
+    from recsys.snapshots.writer import PublishLocked, SnapshotWriter
+
+    client, keys = env
+    client.set(keys.publish_lock, "another-writer", px=120_000)  # e.g. --lock-ttl 120
+    with (
+        pytest.raises(PublishLocked, match=r"expires in 1[12]\d s"),
+        SnapshotWriter(client, keys, lock_ttl_ms=1_000, lock_wait_s=0.2),
+    ):
+        pass
+    assert client.get(keys.publish_lock) == b"another-writer"
+
+
 def test_rollback_swaps_in_one_step_and_refuses_without_a_ready_previous(env):
     from recsys.snapshots.writer import rollback
 

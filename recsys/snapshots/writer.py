@@ -112,10 +112,11 @@ class SnapshotWriter:
         deadline = time.monotonic() + self.lock_wait_s
         while not self.client.set(self.keys.publish_lock, self.token, nx=True, px=self.lock_ttl_ms):
             if time.monotonic() > deadline:
-                holder = as_str(self.client.get(self.keys.publish_lock))
+                # the holder's TTL, not ours: it may have been started with another --lock-ttl
+                left_ms = self.client.pttl(self.keys.publish_lock)
                 raise PublishLocked(
-                    f"another publish holds {self.keys.publish_lock} ({holder}); it expires "
-                    f"{self.lock_ttl_ms / 1000:.0f} s after its writer stops"
+                    f"another publish holds {self.keys.publish_lock}: it renews the lock while "
+                    f"it writes; if it died, the lock expires in {max(left_ms, 0) / 1000:.0f} s"
                 )
             time.sleep(0.2)
         try:
