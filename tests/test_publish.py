@@ -399,6 +399,25 @@ def test_the_flip_refuses_once_the_lock_is_lost_and_leaves_current_alone(env):
     assert client.get(keys.publish_lock) == b"another-writer"  # not released by the loser
 
 
+def test_a_new_version_id_already_in_use_is_not_written_into(env):
+    """Ids are a second's time and 24 random bits; one that was already taken (here: the
+    served version's) had its meta marked 'writing' and its keys overwritten."""
+    from recsys.snapshots.writer import SnapshotWriter
+
+    client, keys = env
+    served = _empty_version(client, keys)
+    client.set(keys.item_ids(served), b"a\nb")
+    writer = SnapshotWriter(client, keys)
+    writer.version = served  # as new_version() would return it, once in 16 million
+    with writer:
+        writer.set(keys.item_ids(writer.version), b"c")
+        out = writer.commit({"model": "none"})
+    assert out["version"] != served and out["previous"] == served
+    assert client.get(keys.current).decode() == out["version"]
+    assert client.hget(keys.meta(served), "status") == b"ready"
+    assert client.get(keys.item_ids(served)) == b"a\nb"
+
+
 def test_a_publish_waiting_in_vain_for_the_lock_says_when_the_holders_lock_expires(env):
     """The message gave the waiting writer's own TTL ('expires 1 s after its writer
     stops') for a lock its holder took with another TTL."""

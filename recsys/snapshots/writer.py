@@ -79,7 +79,8 @@ def new_version() -> str:
 
 
 class SnapshotWriter:
-    """Writes one new snapshot version; use as a context manager (holds the lock)."""
+    """Writes one new snapshot version; use as a context manager (holds the lock).
+    ``version`` is final once entered."""
 
     def __init__(
         self,
@@ -121,7 +122,10 @@ class SnapshotWriter:
             time.sleep(0.2)
         try:
             self.deleted = self.cleanup()  # debris of writers that died
-            self.client.zadd(self.keys.versions, {self.version: time.time()})
+            while not self.client.zadd(self.keys.versions, {self.version: time.time()}, nx=True):
+                # an id in use (the same second and random suffix): writing under it would
+                # mark that version, perhaps the served one, as being written
+                self.version = new_version()
             self.client.hset(
                 self.keys.meta(self.version),
                 mapping={
