@@ -399,6 +399,26 @@ def test_the_flip_refuses_once_the_lock_is_lost_and_leaves_current_alone(env):
     assert client.get(keys.publish_lock) == b"another-writer"  # not released by the loser
 
 
+def test_a_writer_that_lost_its_lock_writes_nothing_more(env):
+    """It sent its queued batch, then found the lock gone: by then the new holder could
+    have deleted this version (dropping it from the versions set), and those keys
+    outlived a writer killed before its own clean-up, listed nowhere."""
+    from recsys.snapshots.writer import PublishLocked, SnapshotWriter
+
+    client, keys = env
+    written = None
+    with pytest.raises(PublishLocked), SnapshotWriter(client, keys) as writer:
+        late = keys.similar(writer.version, 7)
+        writer.set(late, b"")
+        client.set(keys.publish_lock, "another-writer")  # ours expired; someone else holds it
+        try:
+            writer.flush()
+        finally:
+            written = client.exists(late)
+    assert written == 0
+    assert client.get(keys.publish_lock) == b"another-writer"
+
+
 def test_a_new_version_id_already_in_use_is_not_written_into(env):
     """Ids are a second's time and 24 random bits; one that was already taken (here: the
     served version's) had its meta marked 'writing' and its keys overwritten."""

@@ -193,8 +193,12 @@ class SnapshotWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Send the queued commands and renew the lock."""
+        """Renew the lock, send the queued commands, renew it again."""
         if self._pending:
+            # a writer that lost its lock writes nothing more: the new holder's cleanup may
+            # have dropped this version from the versions set, and keys written after that
+            # were found by nothing once this writer died too
+            self._renew()
             try:
                 self._pipe.execute()
             except redis.ResponseError as exc:
