@@ -319,6 +319,27 @@ def test_a_malformed_redis_setting_is_a_one_line_error(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_publish_reads_no_data_while_it_holds_the_lock(shop, env, monkeypatch):
+    """The lock lives --lock-ttl seconds unless a batch renews it: reading the market
+    table of a large catalog under it (it was read twice there) could outlast a short
+    TTL and fail every publish with 'lost the publish lock'."""
+    client, keys = env
+    read = DataStore.read
+    under_lock = []
+
+    def reading(self, table, *args, **kwargs):
+        if client.exists(keys.publish_lock):
+            under_lock.append(table)
+        return read(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(DataStore, "read", reading)
+    out = publish(shop, n=10, k_similar=5, progress=False)
+    assert under_lock == []
+    markets = json.loads(SnapshotReader(client, keys).meta(out["version"])["markets"])
+    assert markets["DE"] == "EUR"
+    assert client.exists(keys.market(out["version"], "DE"))
+
+
 def test_refit_publishes_the_recipe_fitted_on_every_event(shop, env):
     client, keys = env
     tracking = open_tracking(shop)

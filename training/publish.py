@@ -149,6 +149,8 @@ def publish(
     sim_ids, sim_scores = _similar(model, len(bundle.item_map), k_similar, progress)
     item_map = bundle.item_map.copy().extend(_catalog_ids(store, events))
     popularity = _popularity(store, events, item_map, n)
+    # read before taking the lock, which a writer renews only as it sends batches
+    offers, currencies = _offers(store, item_map), _currencies(store)
 
     user_ids = bundle.user_map.ids(users)
     with SnapshotWriter(
@@ -158,7 +160,6 @@ def publish(
         writer.set(keys.item_ids(snapshot), "\n".join(item_map.ids()))
         writer.set(keys.categories(snapshot), "\n".join(popularity.categories))
         writer.set(keys.item_categories(snapshot), pack_int32(popularity.item_category))
-        offers = _offers(store, item_map)
         for country, (offer_ids, prices) in offers.items():
             writer.set(keys.market(snapshot, country), pack_offers(offer_ids, prices))
         bar = tqdm(total=len(users) + len(sim_ids), desc="write", unit="key", disable=not progress)
@@ -200,7 +201,7 @@ def publish(
             "exclude_purchased": exclude_purchased,
             "refit": refit,
             **counts,
-            "markets": json.dumps(_currencies(store)),
+            "markets": json.dumps(currencies),
         }
         flip = writer.commit(meta)
         total_keys, total_bytes = writer.keys_written + 1, writer.bytes
