@@ -103,8 +103,10 @@ def run(ctx, source, path, users, items, days, seed, model_names, refit, as_json
         if kept:
             raise UserError(
                 f"{shop.root} holds data that a generated shop would replace ({kept}): "
-                f"run on a directory of its own (`recsys --data ./shop run`), or replace "
-                f"it on purpose with `recsys --data {shop.root} data generate` first"
+                "give the shop a directory of its own (`recsys --data ./shop run`), train "
+                "and publish the data already here (`recsys train --model blend --promote`, "
+                f"then `recsys publish`), or replace it on purpose with `recsys --data "
+                f"{shop.root} data generate` first"
             )
         steps["data"] = generate_shop(
             shop, users=users, items=items, days=days, seed=seed, progress=progress
