@@ -172,3 +172,22 @@ def test_a_users_scores_do_not_depend_on_the_users_scored_with_it():
     for user in everyone:
         ids, _ = blend.recommend(int(user), matrix[user], N=n_items)
         np.testing.assert_array_equal(ids, batch_ids[user])
+
+
+def test_a_feature_without_any_value_in_the_fit_data_is_no_error():
+    """No user buys an item on two days, so ``gap`` and ``due`` hold no value at all;
+    scikit-learn's binning raised on such a column (``recsys run`` of a small shop)."""
+    users, items, times = [], [], []
+    for user in range(N_USERS):
+        for k in range(5):  # one new item every 10 days, never one bought before
+            users.append(user), items.append((user + k) % N_ITEMS), times.append(k * 10 * DAY)
+    users, items, times = np.array(users), np.array(items), np.array(times)
+    matrix = sp.csr_matrix(
+        (np.ones(len(users), dtype=np.float32), (users, items)), shape=(N_USERS, N_ITEMS)
+    )
+    context = FitContext(event_users=users, event_items=items, event_times=times)
+    model = create_model("ranker", **SMALL).fit(matrix, context=context)
+    ids, scores = model.recommend(np.arange(N_USERS), matrix, N=N_ITEMS)
+    assert (ids >= 0).all() and np.isfinite(scores).all()
+    for user in range(N_USERS):
+        assert sorted(ids[user]) == list(range(N_ITEMS))  # every item ranked once

@@ -456,6 +456,12 @@ class RankerRecommender(Recommender):
             early_stopping=False,
             random_state=self.random_state,
         )
+        # a feature without any value (e.g. ``gap`` when nobody bought an item on two
+        # days) breaks scikit-learn's binning; as a constant it is never split on
+        empty = np.flatnonzero(np.isnan(x).all(axis=0))
+        if len(empty):
+            x = x.copy()
+            x[:, empty] = 0
         classifier.fit(x, y)
         trees = TreeEnsemble.from_sklearn(classifier)
         sample = x[:: max(1, len(x) // 2000)]
