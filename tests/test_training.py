@@ -589,6 +589,25 @@ def test_a_store_mlflow_refuses_to_open_is_a_one_line_error(shop, tmp_path, monk
         )
 
 
+def test_a_database_store_that_cannot_be_opened_is_a_one_line_error(shop, tmp_path, monkeypatch):
+    """MLflow lets a path that cannot hold the database file (OSError) and a
+    database without its driver (ImportError) through as they are: tracebacks."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    uris = [f"sqlite:///{blocker}/mlflow.db"]
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        uris.append("postgresql://user:secret@127.0.0.1:9/shop")
+    for uri in uris:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        for args in (["models", "list"], ["train", "--model", "popular", "-q"]):
+            result = CliRunner().invoke(cli, ["--data", str(shop), *args])
+            assert result.exit_code == 2, (uri, result.output, result.exception)
+            assert result.output.startswith(f"error: the MLflow store {uri} cannot be opened: ")
+            assert len(result.output.splitlines()) == 1
+
+
 def test_commands_on_a_mistyped_data_dir_make_no_mlflow_store_there(tmp_path, monkeypatch):
     """models list / promote / rollback, publish and tune read what training made:
     on a directory without it they say so and leave no ``mlflow/mlflow.db`` behind

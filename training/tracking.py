@@ -19,6 +19,7 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
 
 EXPERIMENT_ENV = "RECSYS_EXPERIMENT"
 REGISTERED_MODEL_ENV = "RECSYS_REGISTERED_MODEL"
@@ -93,6 +94,11 @@ def open_tracking(data_dir: str | os.PathLike, create: bool = True) -> Tracking:
         experiment = client.get_experiment_by_name(name)
     except MlflowException as exc:
         raise TrackingError(f"the MLflow store {uri} cannot be opened: {exc.message}") from exc
+    except (ImportError, OSError, SQLAlchemyError) as exc:
+        # a database without its driver, a path that cannot hold the file: MLflow
+        # lets these through as they are
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TrackingError(f"the MLflow store {uri} cannot be opened: {why}") from exc
     if experiment is None:
         experiment_id = client.create_experiment(name, artifact_location=artifacts)
     else:
