@@ -608,6 +608,23 @@ def test_a_database_store_that_cannot_be_opened_is_a_one_line_error(shop, tmp_pa
             assert len(result.output.splitlines()) == 1
 
 
+def test_jobs_that_log_runs_refuse_a_deleted_experiment_in_one_line(shop, monkeypatch):
+    """An experiment deleted in the MLflow UI: train fitted the model, then MLflow
+    refused the run with a traceback."""
+    monkeypatch.setenv("RECSYS_EXPERIMENT", "deleted-in-the-ui")
+    tracking = open_tracking(shop)
+    tracking.client.delete_experiment(tracking.experiment_id)
+    runner = CliRunner()
+    for args in (["train", "--model", "popular"], ["tune", "--model", "popular", "--trials", "1"]):
+        result = runner.invoke(cli, ["--data", str(shop), *args, "-q"])
+        assert result.exit_code == 2, (args, result.output, result.exception)
+        assert result.output.startswith("error: the MLflow experiment 'deleted-in-the-ui' ")
+        assert "is deleted: restore it" in result.output
+        assert len(result.output.splitlines()) == 1
+    assert runner.invoke(cli, ["--data", str(shop), "models", "list"]).exit_code == 0
+    assert not tracking.client.search_runs([tracking.experiment_id])  # no run was started
+
+
 def test_commands_on_a_mistyped_data_dir_make_no_mlflow_store_there(tmp_path, monkeypatch):
     """models list / promote / rollback, publish and tune read what training made:
     on a directory without it they say so and leave no ``mlflow/mlflow.db`` behind

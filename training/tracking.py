@@ -64,7 +64,8 @@ def open_tracking(data_dir: str | os.PathLike, create: bool = True) -> Tracking:
     With ``create=False`` (commands that only read or move what training
     registered) a data directory without a store raises ``NoTrackingStore``
     instead of getting an empty one: a mistyped ``--data`` is not made into a
-    data directory."""
+    data directory. With ``create=True`` (jobs that log runs) a deleted experiment
+    raises ``TrackingError``: MLflow refuses runs in it."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no phoning home from jobs
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     data_dir = Path(data_dir)
@@ -103,6 +104,13 @@ def open_tracking(data_dir: str | os.PathLike, create: bool = True) -> Tracking:
         experiment_id = client.create_experiment(name, artifact_location=artifacts)
     else:
         experiment_id = experiment.experiment_id
+        if create and experiment.lifecycle_stage == "deleted":  # MLflow refuses new runs in it
+            raise TrackingError(
+                f"the MLflow experiment {name!r} of {uri} is deleted: restore it "
+                f"(`MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id "
+                f"{experiment_id}`) or set "
+                f"{EXPERIMENT_ENV} to log runs in another one"
+            )
     registered = os.environ.get(REGISTERED_MODEL_ENV, DEFAULT_REGISTERED_MODEL)
     try:
         client.get_registered_model(registered)
