@@ -225,3 +225,50 @@ def test_recsys_run_of_a_synthetic_shop_refuses_to_replace_imported_events(tmp_p
     real = DataStore(tmp_path / "real")
     import_source(real, "events", events, progress=False)
     assert data_a_shop_would_replace(real) == "imports of format events"
+
+
+def test_recsys_run_whose_publish_fails_leaves_the_champion_as_it_was(
+    tmp_path, redis_url, monkeypatch
+):
+    """The gate moved the champion, then the publish failed: the registry named a
+    champion that was never published (the storefront served the old one)."""
+    import redis
+    from click.testing import CliRunner
+
+    from recsys.cli import cli
+    from recsys.snapshots.keys import Keys
+    from training.promote import list_versions
+    from training.tracking import open_tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("RECSYS_REDIS_PREFIX", "runundo")
+    shop = tmp_path / "shop"
+
+    def run(seed: str):
+        args = ["--data", str(shop), "run", "--users", "150", "--items", "30", "--days", "40"]
+        return CliRunner().invoke(cli, [*args, "--seed", seed, "--models", "popular", "-q"])
+
+    assert run("1").exit_code == 0  # version 1: champion, published
+    client = redis.Redis.from_url(redis_url)
+    keys = Keys("runundo")
+    current = client.get(keys.current)
+    client.set(keys.publish_lock, "another-publish", px=120_000)
+    try:
+        result = run("2")  # new data: version 2 would refresh the champion
+        assert current is not None and client.get(keys.current) == current
+    finally:
+        client.delete(keys.publish_lock)
+        for key in client.scan_iter(match="runundo:*"):  # this test's own keys
+            client.delete(key)
+    assert result.exit_code == 2, result.output
+    assert "error: another publish holds" in result.output
+    assert "the champion moves of this run were undone" in result.output
+    assert result.output.splitlines()[-1].startswith("error: another publish holds")
+    tracking = open_tracking(shop)
+    assert tracking.client.get_registered_model(tracking.registered_model).aliases == {
+        "champion": 1
+    }
+    versions = {v["version"]: v for v in list_versions(tracking)}
+    assert set(versions) == {1, 2}  # the new version stays registered, not promoted
+    assert versions[2]["promotion"] is None and versions[1]["promotion"] == "won"

@@ -271,6 +271,39 @@ def rollback(tracking: Tracking) -> dict:
     }
 
 
+#: Tags the gate sets on a version it promotes.
+PROMOTION_TAGS = ("promoted_at", "promotion", "promotion_reason")
+
+
+def aliases(tracking: Tracking) -> dict[str, int | None]:
+    """The versions ``champion`` and ``previous-champion`` point at (None: unset)."""
+    held = tracking.client.get_registered_model(tracking.registered_model).aliases
+    return {a: None if held.get(a) is None else int(held[a]) for a in (CHAMPION, PREVIOUS)}
+
+
+@_serialised
+def undo_promotions(tracking: Tracking, before: dict, promoted: list[int]) -> bool:
+    """Put the aliases back as ``before`` (from ``aliases``) and take the gate's tags
+    off the versions ``promoted`` since, for a job that failed after its gate; left
+    alone (False) when the champion is no longer the last of ``promoted``: another
+    job moved it since."""
+    current = champion(tracking)
+    if not promoted or current is None or int(current.version) != promoted[-1]:
+        return False
+    client = tracking.client
+    for alias, version in before.items():
+        if version is None:
+            client.delete_registered_model_alias(tracking.registered_model, alias)
+        else:
+            client.set_registered_model_alias(tracking.registered_model, alias, str(version))
+    for version in promoted:
+        tags = client.get_model_version(tracking.registered_model, str(version)).tags
+        for key in PROMOTION_TAGS:
+            if key in tags:
+                client.delete_model_version_tag(tracking.registered_model, str(version), key)
+    return True
+
+
 def list_versions(tracking: Tracking, metric: str = "ndcg@10") -> list[dict]:
     """Every version of the registered model with its model type, metric and aliases;
     ``run_missing`` marks a version whose run is gone (its metrics and bundle with it)."""

@@ -4,6 +4,8 @@ Get data (a synthetic shop, or a real dataset) -> validate -> build the
 interaction matrix -> train a baseline and a candidate, each tracked in
 MLflow and passed through the promotion gate -> publish the champion's
 candidates into Redis (embedded unless ``REDIS_URL``) -> print a summary.
+A publish that fails undoes the champion moves of the run's gate (the versions
+it trained stay registered): the champion is still the one last published.
 """
 
 from __future__ import annotations
@@ -143,23 +145,15 @@ def run(ctx, source, path, users, items, days, seed, model_names, refit, as_json
     steps["interactions"] = _interactions(shop)
 
     say(f"[4/5] train, evaluate and promote: {model_names}")
-    steps["training"] = _train_and_promote(shop.root, names, progress, say)
+    steps["training"], undo = _train_and_promote(shop.root, names, progress, say)
 
     say("[5/5] publish the champion's candidates into Redis")
-    from redis import RedisError
-
-    from recsys.snapshots.writer import PublishLocked
-    from training.publish import PublishError, publish
-
-    if refit and not _champion_has_recipe(shop.root):
-        say("  the champion has no recipe tag (registered by an older version): not refitted")
-        refit = False
     try:
-        steps["publish"] = publish(shop.root, progress=progress, refit=refit)
-    except (PublishError, PublishLocked) as exc:  # e.g. another publish is running
-        raise UserError(str(exc)) from exc
-    except RedisError as exc:
-        raise UserError(f"Redis: {exc}") from exc
+        steps["publish"] = _publish(shop.root, progress, refit, say)
+    except BaseException as exc:  # the job failed: the moves of its gate do not stand
+        if not undo() or not isinstance(exc, UserError):
+            raise
+        raise UserError(f"{exc.message}; the champion moves of this run were undone") from exc
 
     summary = {
         "data_dir": str(shop.root),
@@ -168,6 +162,23 @@ def run(ctx, source, path, users, items, days, seed, model_names, refit, as_json
         "seconds": round(time.perf_counter() - started, 2),
     }
     emit(summary, as_json, _human(summary, shop))
+
+
+def _publish(root: Path, progress: bool, refit: bool, say) -> dict:
+    from redis import RedisError
+
+    from recsys.snapshots.writer import PublishLocked
+    from training.publish import PublishError, publish
+
+    if refit and not _champion_has_recipe(root):
+        say("  the champion has no recipe tag (registered by an older version): not refitted")
+        refit = False
+    try:
+        return publish(root, progress=progress, refit=refit)
+    except (PublishError, PublishLocked) as exc:  # e.g. another publish is running
+        raise UserError(str(exc)) from exc
+    except RedisError as exc:
+        raise UserError(f"Redis: {exc}") from exc
 
 
 def other_data(shop, fmt: str) -> str | None:
@@ -233,9 +244,12 @@ def _interactions(shop) -> dict:
     }
 
 
-def _train_and_promote(root: Path, names: list[str], progress: bool, say) -> dict:
+def _train_and_promote(root: Path, names: list[str], progress: bool, say):
+    """Train ``names`` (and the champion's recipe on new data), pass each through the
+    gate; returns the step's summary and a function that undoes the gate's moves
+    (True if it did) for a publish that fails."""
     from training.params import ParamError
-    from training.promote import PromotionRefused, champion, promote
+    from training.promote import PromotionRefused, aliases, champion, promote, undo_promotions
     from training.tracking import RECIPE_TAG, TrackingError, open_tracking
     from training.train import TrainError, train
 
@@ -263,10 +277,11 @@ def _train_and_promote(root: Path, names: list[str], progress: bool, say) -> dic
     # the champion's recipe first: on new data it replaces the champion (a refresh),
     # and the others are then compared with it on the same data
     order = sorted(results, key=lambda r: _recipe(r) != recipe)
-    trained = []
+    trained, before, promoted = [], aliases(tracking), []
     for result in order:
         try:
             decision = promote(tracking, result["model_version"])
+            promoted.append(result["model_version"])
             result["gate"] = (
                 "refreshed the champion" if decision["refresh"] else "promoted to champion"
             )
@@ -276,13 +291,14 @@ def _train_and_promote(root: Path, names: list[str], progress: bool, say) -> dic
             {k: result[k] for k in ("model_name", "model_version", "run_id", "metrics", "gate")}
         )
     best = champion(tracking)
-    return {
+    summary = {
         "models": trained,
         "registered_model": tracking.registered_model,
         "champion_version": int(best.version) if best else None,
         "champion_model": best.tags.get("model") if best else None,
         "tracking_uri": tracking.tracking_uri,
     }
+    return summary, lambda: undo_promotions(tracking, before, promoted)
 
 
 def _champion_has_recipe(root: Path) -> bool:
