@@ -306,6 +306,38 @@ def test_cli_train_refuses_unusable_data_and_cutoffs_with_one_line(
     assert len(list_versions(tracking)) == before  # nothing registered
 
 
+def test_a_cutoff_the_protocol_would_ignore_is_refused(tmp_path, monkeypatch):
+    """Ratings get the stratified protocol, which has no cut-off: --cutoff was
+    silently ignored, and the run looked as if evaluated at that date."""
+    from recsys.data.importing import import_source
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    rng = np.random.default_rng(0)
+    n = 600
+    ratings = tmp_path / "ratings.csv"
+    pd.DataFrame(
+        {
+            "event_id": np.arange(1, n + 1),
+            "timestamp": pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(np.arange(n), "h"),
+            "user_id": [f"u{u}" for u in rng.integers(0, 40, n)],
+            "item_id": [f"i{i}" for i in rng.integers(0, 20, n)],
+            "type": "rating",
+            "quantity": 1,
+            "value": 4.0,
+        }
+    ).to_csv(ratings, index=False)
+    root = tmp_path / "ratings"
+    import_source(DataStore(root), "events", ratings, progress=False)
+    runner = CliRunner()
+    for command in (["train"], ["tune", "--trials", "1"]):
+        args = ["--data", str(root), *command, "--model", "popular", "--cutoff", "2024-01-10"]
+        result = runner.invoke(cli, [*args, "-q"])
+        assert result.exit_code == 2, (command, result.output, result.exception)
+        assert result.output.startswith("error: --cutoff is for the temporal protocol")
+        assert len(result.output.splitlines()) == 1
+    assert not (root / "mlflow").exists()  # refused before any run
+
+
 def test_sets_of_the_wrong_shape_are_param_errors_not_tracebacks(shop):
     bad = {
         ("als", "data=5"): "data takes settings",

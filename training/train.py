@@ -73,6 +73,7 @@ def train(
     """Train, evaluate, log and register one model; returns the JSON summary."""
     store = DataStore(data_dir)
     protocol = protocol or (data.name if data else guess_protocol(store))
+    check_cutoff(protocol, cutoff)
     if data is None:
         try:
             data = load_protocol(store, protocol, cutoff=cutoff)
@@ -209,6 +210,15 @@ def train(
         except PromotionRefused as refused:  # the version is registered all the same
             summary["promotion"] = {**refused.decision, "promoted": False, "refused": str(refused)}
     return summary
+
+
+def check_cutoff(protocol: str, cutoff: str | None) -> None:
+    """Refuse a ``--cutoff`` that the protocol would ignore (only ``temporal`` has one)."""
+    if cutoff is not None and protocol != "temporal":
+        raise TrainError(
+            f"--cutoff is for the temporal protocol; the {protocol} protocol has none "
+            "(drop --cutoff, or add --protocol temporal)"
+        )
 
 
 def check_split(data: ProtocolData) -> None:

@@ -44,6 +44,7 @@ from training.tracking import Tracking, open_tracking, owner_tags
 from training.train import (
     FEATURE_MODELS,
     PRIMARY_METRIC,
+    check_cutoff,
     check_split,
     guess_protocol,
     metric_key,
@@ -128,6 +129,7 @@ def tune(
         raise hp.ParamError(f"unknown model {model_name!r}; choose one of {', '.join(MODELS)}")
     store = DataStore(data_dir)
     protocol = protocol or guess_protocol(store)
+    check_cutoff(protocol, cutoff)
     try:
         main = load_protocol(store, protocol, cutoff=cutoff)
         check_split(main)
