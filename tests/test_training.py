@@ -365,6 +365,17 @@ def test_sets_of_the_wrong_shape_are_param_errors_not_tracebacks(shop):
         assert result.output.startswith("error: als") and message in result.output
 
 
+def test_a_reference_time_before_the_events_is_a_one_line_error(shop):
+    """The interaction matrix refuses events after data.reference_time (decay needs
+    ages >= 0): train printed its ValueError as a traceback."""
+    sets = ["--set", "data.half_life_days=30", "--set", "data.reference_time=2000-01-01"]
+    args = ["--data", str(shop), "train", "--model", "popular", *sets, "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.output.startswith("error: data settings: events after reference_time")
+    assert len(result.output.splitlines()) == 1
+
+
 def test_interaction_settings_that_keep_nothing_are_refused_before_fitting(shop, trained):
     tracking, _, _ = trained
     before = len(list_versions(tracking))

@@ -85,7 +85,10 @@ def train(
     base = None if sets else best_known_params(tracking, model_name, data.fingerprint)
     model_params, config = hp.resolve(model_name, protocol, sets or {}, base)
 
-    train_matrix = data.train_matrix(config)
+    try:
+        train_matrix = data.train_matrix(config)
+    except ValueError as exc:  # e.g. a data.reference_time before the last train event
+        raise hp.ParamError(f"data settings: {exc}") from exc
     if not train_matrix.nnz:
         raise TrainError(
             f"the interaction settings {json.dumps(config.as_dict(), default=str)} leave no "
