@@ -365,6 +365,25 @@ def test_sets_of_the_wrong_shape_are_param_errors_not_tracebacks(shop):
         assert result.output.startswith("error: als") and message in result.output
 
 
+def test_a_stratified_split_too_small_to_use_does_not_advise_a_cutoff(tmp_path, monkeypatch):
+    """Its error said "choose a later --cutoff", which the stratified protocol refuses."""
+    from recsys.data.importing import import_source
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text(
+        "event_id,timestamp,user_id,item_id,type,quantity,value\n"
+        "1,2024-01-01T00:00:00Z,u1,i1,rating,1,4.0\n"
+        "2,2024-01-02T00:00:00Z,u2,i2,rating,1,3.0\n"
+    )
+    root = tmp_path / "ratings"
+    import_source(DataStore(root), "events", ratings, progress=False)
+    result = CliRunner().invoke(cli, ["--data", str(root), "train", "--model", "popular", "-q"])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.output.startswith("error: the stratified split (")
+    assert "--cutoff" not in result.output and "too few events" in result.output
+
+
 def test_a_reference_time_before_the_events_is_a_one_line_error(shop):
     """The interaction matrix refuses events after data.reference_time (decay needs
     ages >= 0): train printed its ValueError as a traceback."""

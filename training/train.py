@@ -227,14 +227,16 @@ def check_cutoff(protocol: str, cutoff: str | None) -> None:
 def check_split(data: ProtocolData) -> None:
     """Refuse a split that leaves nothing to fit or nothing to test (NaN metrics)."""
     where = ", ".join(f"{k} {v}" for k, v in data.params.items())
+    temporal = data.name == "temporal"  # the other protocols have no cut-off to move
     if not len(data.user_map) or not len(data.item_map):
         raise TrainError(
-            f"the {data.name} split ({where}) leaves no events to train on; choose a later --cutoff"
+            f"the {data.name} split ({where}) leaves no events to train on; "
+            + ("choose a later --cutoff" if temporal else "the data holds too few events")
         )
     if not data.test.nnz:
         raise TrainError(
             f"the {data.name} split ({where}) leaves no test interactions; "
-            "choose an earlier --cutoff"
+            + ("choose an earlier --cutoff" if temporal else "the data holds too few events")
         )
 
 
