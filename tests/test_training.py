@@ -384,6 +384,28 @@ def test_a_stratified_split_too_small_to_use_does_not_advise_a_cutoff(tmp_path, 
     assert "--cutoff" not in result.output and "too few events" in result.output
 
 
+def test_the_temporal_protocol_on_ratings_says_it_tests_purchases(tmp_path, monkeypatch):
+    """--protocol temporal on ratings said to choose another --cutoff, which cannot help:
+    the protocol tests purchases, and ratings hold none."""
+    from recsys.data.importing import import_source
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ratings = tmp_path / "ratings.csv"
+    rows = [f"{i},2024-01-{i:02d}T00:00:00Z,u{i % 5},i{i % 7},rating,1,4.0" for i in range(1, 29)]
+    ratings.write_text("event_id,timestamp,user_id,item_id,type,quantity,value\n" + "\n".join(rows))
+    root = tmp_path / "ratings"
+    import_source(DataStore(root), "events", ratings, progress=False)
+    runner = CliRunner()
+    for command in (["train"], ["tune", "--trials", "1"]):
+        args = ["--data", str(root), *command, "--model", "popular", "--protocol", "temporal"]
+        result = runner.invoke(cli, [*args, "-q"])
+        assert result.exit_code == 2, (command, result.output, result.exception)
+        assert result.output == (
+            "error: the temporal protocol tests purchases, and the events hold none "
+            "(types: rating); for ratings use --protocol stratified\n"
+        )
+
+
 def test_a_reference_time_before_the_events_is_a_one_line_error(shop):
     """The interaction matrix refuses events after data.reference_time (decay needs
     ages >= 0): train printed its ValueError as a traceback."""

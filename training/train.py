@@ -50,10 +50,26 @@ class TrainError(ValueError):
     or with these parameters (a fit that diverged)."""
 
 
+def _event_types(store: DataStore) -> set[str]:
+    types = store.dataset("events").to_table(columns=["type"]).column("type").unique()
+    return set(types.to_pylist())
+
+
 def guess_protocol(store: DataStore) -> str:
     """``stratified`` for rating data (MovieLens), else ``temporal``."""
-    types = store.dataset("events").to_table(columns=["type"]).column("type").unique()
-    return "stratified" if set(types.to_pylist()) == {"rating"} else "temporal"
+    return "stratified" if _event_types(store) == {"rating"} else "temporal"
+
+
+def check_purchases(store: DataStore, protocol: str) -> None:
+    """Refuse the temporal protocol on events without a purchase: it tests purchases."""
+    if protocol != "temporal" or not store.has("events"):
+        return
+    types = _event_types(store)
+    if "purchase" not in types:
+        raise TrainError(
+            "the temporal protocol tests purchases, and the events hold none (types: "
+            f"{', '.join(sorted(types))}); for ratings use --protocol stratified"
+        )
 
 
 def train(
@@ -75,6 +91,7 @@ def train(
     protocol = protocol or (data.name if data else guess_protocol(store))
     check_cutoff(protocol, cutoff)
     if data is None:
+        check_purchases(store, protocol)
         try:
             data = load_protocol(store, protocol, cutoff=cutoff)
         except ValueError as exc:  # no events, a cut-off that is not a date

@@ -45,6 +45,7 @@ from training.train import (
     FEATURE_MODELS,
     PRIMARY_METRIC,
     check_cutoff,
+    check_purchases,
     check_split,
     guess_protocol,
     metric_key,
@@ -130,6 +131,7 @@ def tune(
     store = DataStore(data_dir)
     protocol = protocol or guess_protocol(store)
     check_cutoff(protocol, cutoff)
+    check_purchases(store, protocol)
     try:
         main = load_protocol(store, protocol, cutoff=cutoff)
         check_split(main)
