@@ -1,0 +1,31 @@
+"""Common mistakes on the command line: one line saying what to do, exit code 2."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from recsys.cli import cli
+
+
+def _invoke(*args: str):
+    result = CliRunner().invoke(cli, list(args))
+    lines = result.output.strip().splitlines()
+    return result, lines
+
+
+@pytest.mark.parametrize("url", ["localhost:6379", "127.0.0.1:6379/0", "http://localhost:6379"])
+@pytest.mark.parametrize(
+    "args", [["publish", "rollback"], ["data", "import", "--format", "stream", "redis"]]
+)
+def test_a_redis_url_without_a_redis_scheme_is_refused_not_taken_for_a_file(
+    tmp_path, monkeypatch, url, args
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REDIS_URL", url)
+    result, lines = _invoke("--data", str(tmp_path / "data"), *args)
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert lines[0].startswith("error: REDIS_URL")
+    # no embedded Redis was started in a file named after the URL
+    assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == []
