@@ -29,3 +29,33 @@ def test_a_redis_url_without_a_redis_scheme_is_refused_not_taken_for_a_file(
     assert lines[0].startswith("error: REDIS_URL")
     # no embedded Redis was started in a file named after the URL
     assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == []
+
+
+@pytest.fixture(scope="module")
+def small_shop(tmp_path_factory):
+    """A data directory with a small generated shop."""
+    from recsys.data.store import DataStore
+    from recsys.data.synthetic import generate_shop
+
+    root = tmp_path_factory.mktemp("shop") / "data"
+    generate_shop(DataStore(root), users=300, items=60, days=60, seed=2, progress=False)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("sets", "named", "known"),
+    [
+        (["typo=3"], "popular: unknown parameter 'typo'", "known: by, "),
+        (["parts.als=1", "als.factor=8"], "blend: als: unknown parameter 'factor'", "factors"),
+    ],
+)
+def test_a_typo_in_a_set_key_names_the_key_and_the_known_ones(
+    small_shop, monkeypatch, sets, named, known
+):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    model = "blend" if sets[0].startswith("parts.") else "popular"
+    args = [a for s in sets for a in ("--set", s)]
+    result, lines = _invoke("--data", str(small_shop), "train", "--model", model, "-q", *args)
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert named in lines[0] and known in lines[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import os
@@ -42,8 +43,23 @@ def create_model(name: str, **params: Any) -> Recommender:
     """A new, unfitted model of the registered ``name`` with the given hyper-parameters."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
+    check_param_names(MODELS[name], params)
     check_param_types(MODELS[name], params)
     return MODELS[name](**params)
+
+
+def check_param_names(cls: type, params: dict[str, Any]) -> None:
+    """A ``ValueError`` naming the parameters ``cls.__init__`` does not take (a typo
+    in ``--set``), with the ones it does take."""
+    signature = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in signature):
+        return
+    known = [p.name for p in signature if p.name != "self"]
+    unknown = [key for key in params if key not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown parameter {', '.join(map(repr, unknown))}; known: {', '.join(known)}"
+        )
 
 
 def check_param_types(cls: type, params: dict[str, Any]) -> None:
@@ -55,7 +71,7 @@ def check_param_types(cls: type, params: dict[str, Any]) -> None:
     for key, value in params.items():
         hint = hints.get(key)
         if hint is None:
-            continue  # unknown names: the constructor's own TypeError says so
+            continue  # unknown names: check_param_names says so
         union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
         allowed = typing.get_args(hint) if union else (hint,)
         if float in allowed and isinstance(value, float) and not math.isfinite(value):
