@@ -59,3 +59,11 @@ def test_a_typo_in_a_set_key_names_the_key_and_the_known_ones(
     assert result.exit_code == 2, result.output
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert named in lines[0] and known in lines[0]
+
+
+def test_run_refuses_a_shop_too_short_for_the_test_window_before_generating_it(tmp_path):
+    shop = tmp_path / "shop"
+    result, lines = _invoke("--data", str(shop), "run", "--users", "50", "--days", "20", "-q")
+    assert result.exit_code == 2, result.output
+    assert "--days" in result.output and "--cutoff" not in result.output
+    assert not shop.exists()  # no shop generated, no MLflow store

@@ -28,6 +28,10 @@ from recsys.cli.common import (
 from recsys.config import shared_data_dir
 from recsys.data.store import read_import_log
 
+#: Fewest days of a generated shop that leave a day of events before the temporal
+#: protocol's 30-day test window (its cut-off is the last event - 30 days, floored).
+MIN_DAYS = 32
+
 REAL_SOURCES = {
     "online-retail": ("online-retail", "online_retail/online_retail.csv.gz"),
     "movielens": ("movielens", "ml-100k"),
@@ -64,10 +68,10 @@ REAL_SOURCES = {
 )
 @click.option(
     "--days",
-    type=click.IntRange(1),
+    type=click.IntRange(MIN_DAYS),
     default=120,
     show_default=True,
-    help="Synthetic shop: days of logs.",
+    help="Synthetic shop: days of logs (the last 30 are the test window).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Synthetic shop: seed.")
 @click.option(
