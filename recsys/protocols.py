@@ -124,6 +124,11 @@ def load_protocol(
     """Split the store's events by protocol ``name`` and build the test matrices."""
     if name not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; choose one of {PROTOCOLS}")
+    if cutoff is not None:
+        try:
+            pd.Timestamp(cutoff)
+        except ValueError as exc:
+            raise ValueError(f"--cutoff {cutoff!r} is not a date, e.g. 2024-03-01 ({exc})") from exc
     if not store.has("events"):
         raise ValueError(f"{store.root} holds no events; import or generate data first")
     events = store.read("events", columns=EVENT_COLUMNS)

@@ -67,3 +67,12 @@ def test_run_refuses_a_shop_too_short_for_the_test_window_before_generating_it(t
     assert result.exit_code == 2, result.output
     assert "--days" in result.output and "--cutoff" not in result.output
     assert not shop.exists()  # no shop generated, no MLflow store
+
+
+@pytest.mark.parametrize("command", ["train", "tune"])
+def test_a_cutoff_that_is_not_a_date_names_the_option(small_shop, monkeypatch, command):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    args = ["--data", str(small_shop), command, "--model", "popular", "-q"]
+    result, lines = _invoke(*args, "--cutoff", "yesterday")
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("error: --cutoff 'yesterday' is not a date")
