@@ -76,3 +76,16 @@ def test_a_cutoff_that_is_not_a_date_names_the_option(small_shop, monkeypatch, c
     result, lines = _invoke(*args, "--cutoff", "yesterday")
     assert result.exit_code == 2, result.output
     assert len(lines) == 1 and lines[0].startswith("error: --cutoff 'yesterday' is not a date")
+
+
+def test_run_with_an_unreachable_redis_fails_before_any_step(tmp_path, monkeypatch):
+    from recsys.data.store import DataStore
+
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    shop = tmp_path / "shop"
+    result, lines = _invoke("--data", str(shop), "run", "--users", "50", "--days", "40", "-q")
+    assert result.exit_code == 2, result.output
+    assert lines[-1].startswith("error: Redis: ") and "127.0.0.1:1" in lines[-1]
+    assert not DataStore(shop).has("events")  # no shop generated
+    assert not (shop / "mlflow").exists()  # nothing trained

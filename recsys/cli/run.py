@@ -100,6 +100,7 @@ def run(ctx, source, path, users, items, days, seed, model_names, refit, as_json
     steps: dict = {}
     progress = not quiet
     say = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
+    _check_redis(shop.root)
 
     say(f"[1/5] data: {source} -> {shop.root}")
     if source == "synthetic":
@@ -181,6 +182,19 @@ def _publish(root: Path, progress: bool, refit: bool, say) -> dict:
         return publish(root, progress=progress, refit=refit)
     except (PublishError, PublishLocked) as exc:  # e.g. another publish is running
         raise UserError(str(exc)) from exc
+    except RedisError as exc:
+        raise UserError(f"Redis: {exc}") from exc
+
+
+def _check_redis(root: Path) -> None:
+    """A one-line error now when the Redis of the publish step cannot be reached,
+    not after the data and training steps."""
+    from redis import RedisError
+
+    from recsys.snapshots.connection import connect
+
+    try:
+        connect(root).ping()
     except RedisError as exc:
         raise UserError(f"Redis: {exc}") from exc
 
