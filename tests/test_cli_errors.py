@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -89,3 +91,36 @@ def test_run_with_an_unreachable_redis_fails_before_any_step(tmp_path, monkeypat
     assert lines[-1].startswith("error: Redis: ") and "127.0.0.1:1" in lines[-1]
     assert not DataStore(shop).has("events")  # no shop generated
     assert not (shop / "mlflow").exists()  # nothing trained
+
+
+@pytest.mark.parametrize("args", [["data", "summary"], ["models", "list"]])
+def test_a_data_dir_that_does_not_exist_is_an_error_for_jobs_that_read_it(
+    tmp_path, monkeypatch, args
+):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    typo = tmp_path / "dtaa"
+    result, lines = _invoke("--data", str(typo), *args, "--json")
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith(f"error: {typo} does not exist: check --data")
+    assert not typo.exists()  # no embedded Redis or anything else made there
+
+
+def test_the_summary_of_an_empty_data_dir_is_zero_rows(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result, _ = _invoke("--data", str(tmp_path / "empty"), "data", "summary", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["rows"] == {
+        "events": 0,
+        "items": 0,
+        "item_markets": 0,
+        "customers": 0,
+    }
+
+
+def test_models_list_of_a_data_dir_where_nothing_was_trained_is_empty(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "shop").mkdir()
+    result, _ = _invoke("--data", str(tmp_path / "shop"), "models", "list", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"versions": []}

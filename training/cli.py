@@ -10,6 +10,7 @@ from recsys.cli.common import (
     UserError,
     data_dir,
     emit,
+    existing_data_dir,
     json_option,
     memory_per_customer,
     quiet_option,
@@ -130,6 +131,7 @@ def list_(ctx, as_json) -> None:
     try:
         versions = list_versions(open_tracking(data_dir(ctx), create=False))
     except NoTrackingStore:
+        existing_data_dir(ctx)  # a mistyped --data is an error, not "no versions yet"
         versions = []
     human = (
         "\n".join(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from recsys.config import DATA_DIR_ENV
 from recsys.data.store import DataError, DataStore
 
 json_option = click.option(
@@ -32,6 +33,18 @@ class UserError(click.ClickException):
 def data_dir(ctx: click.Context) -> Path:
     """The data directory chosen on the command line."""
     return ctx.find_root().obj["data_dir"]
+
+
+def existing_data_dir(ctx: click.Context) -> Path:
+    """The data directory chosen on the command line, for a job that only reads it:
+    a one-line error when it does not exist (a mistyped --data)."""
+    root = data_dir(ctx)
+    if not root.is_dir():
+        raise UserError(
+            f"{root} does not exist: check --data (or {DATA_DIR_ENV}); "
+            "`recsys data generate` or `recsys data import` makes a data directory"
+        )
+    return root
 
 
 def store(ctx: click.Context) -> DataStore:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from recsys.cli.common import emit, json_option, quiet_option, store, user_errors
+from recsys.cli.common import (
+    emit,
+    existing_data_dir,
+    json_option,
+    quiet_option,
+    store,
+    user_errors,
+)
+from recsys.data.store import DataStore
 
 FORMATS = ["events", "items", "customers", "online-retail", "movielens", "stream"]
 
@@ -109,5 +117,5 @@ def summary(ctx, as_json: bool) -> None:
     """Rows per table, event types, time range and markets of the data directory."""
     from recsys.data.describe import describe
 
-    info = describe(store(ctx))
+    info = describe(DataStore(existing_data_dir(ctx)))
     emit(info, as_json)
