@@ -8,7 +8,7 @@ import tempfile
 
 import click
 
-from recsys.cli.common import UserError, data_dir
+from recsys.cli.common import UserError, data_dir, existing_data_dir
 
 #: Longest request line gunicorn accepts (bytes); 8190 is the most it allows (0: unlimited).
 REQUEST_LINE_MAX = 8190
@@ -62,7 +62,8 @@ def serve(ctx, host, port, workers, threads, timeout, rules_file, dev, access_lo
     """
     from recsys.snapshots.connection import REDIS_URL_ENV
 
-    root = data_dir(ctx)
+    # the embedded Redis lives in the data directory: a mistyped --data is an error
+    root = data_dir(ctx) if os.environ.get(REDIS_URL_ENV) else existing_data_dir(ctx)
     workers = workers or default_workers()
     embedded = None
     if not os.environ.get(REDIS_URL_ENV):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from click.testing import CliRunner
@@ -93,14 +94,24 @@ def test_run_with_an_unreachable_redis_fails_before_any_step(tmp_path, monkeypat
     assert not (shop / "mlflow").exists()  # nothing trained
 
 
-@pytest.mark.parametrize("args", [["data", "summary"], ["models", "list"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["data", "summary", "--json"],
+        ["models", "list", "--json"],
+        ["serve", "--dev", "--port", "{busy}"],
+    ],
+    ids=["summary", "models-list", "serve"],
+)
 def test_a_data_dir_that_does_not_exist_is_an_error_for_jobs_that_read_it(
     tmp_path, monkeypatch, args
 ):
     monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     typo = tmp_path / "dtaa"
-    result, lines = _invoke("--data", str(typo), *args, "--json")
+    with socket.create_server(("127.0.0.1", 0)) as busy:  # a server never starts here
+        port = str(busy.getsockname()[1])
+        result, lines = _invoke("--data", str(typo), *[a.format(busy=port) for a in args])
     assert result.exit_code == 2, result.output
     assert len(lines) == 1 and lines[0].startswith(f"error: {typo} does not exist: check --data")
     assert not typo.exists()  # no embedded Redis or anything else made there

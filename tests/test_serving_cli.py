@@ -107,6 +107,7 @@ def test_serve_stopped_by_sigterm_stops_the_embedded_redis_it_started(tmp_path, 
 
     scratch, data = tmp_path / "tmp", tmp_path / "data"
     scratch.mkdir()
+    data.mkdir()  # an empty data directory: nothing published yet
     port = _free_port()
     env = {
         k: v for k, v in os.environ.items() if k not in (REDIS_URL_ENV, "PROMETHEUS_MULTIPROC_DIR")
