@@ -135,3 +135,25 @@ def test_models_list_of_a_data_dir_where_nothing_was_trained_is_empty(tmp_path, 
     result, _ = _invoke("--data", str(tmp_path / "shop"), "models", "list", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"versions": []}
+
+
+def test_publish_after_training_without_promote_says_to_promote(tmp_path, monkeypatch):
+    from recsys.data.store import DataStore
+    from recsys.data.synthetic import generate_shop
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    shop = tmp_path / "shop"
+    generate_shop(DataStore(shop), users=200, items=40, days=45, seed=1, progress=False)
+    trained, _ = _invoke("--data", str(shop), "train", "--model", "popular", "-q", "--json")
+    assert trained.exit_code == 0, trained.output
+    result, lines = _invoke("--data", str(shop), "publish", "-q")
+    assert result.exit_code == 2, result.output
+    assert lines == [
+        "error: shop-recommender has no champion yet: promote a version first "
+        "(`recsys models promote shop-recommender 1`; `recsys models list` shows them) "
+        "or publish one with --model 1"
+    ]
+    unknown, lines = _invoke("--data", str(shop), "publish", "-q", "--model", "7")
+    assert unknown.exit_code == 2
+    assert lines == ["error: no model version '7' in shop-recommender; see `recsys models list`"]

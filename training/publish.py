@@ -84,10 +84,26 @@ def resolve_version(tracking: Tracking, ref: str) -> tuple[str, str]:
             version = ref
         return name, str(client.get_model_version(name, version).version)
     except MlflowException:
+        pass
+    try:
+        latest = max(
+            (int(v.version) for v in client.search_model_versions(f"name = '{name}'")),
+            default=None,
+        )
+    except MlflowException:
+        latest = None
+    if latest is not None and ref == CHAMPION:  # trained without --promote
         raise PublishError(
-            f"no model version {ref!r} in {tracking.registered_model}: train and "
-            "promote one first (`recsys train --model blend --promote`)"
-        ) from None
+            f"{name} has no champion yet: promote a version first (`recsys models "
+            f"promote {name} {latest}`; `recsys models list` shows them) or publish one "
+            f"with --model {latest}"
+        )
+    if latest is not None:
+        raise PublishError(f"no model version {ref!r} in {name}; see `recsys models list`")
+    raise PublishError(
+        f"no model version {ref!r} in {tracking.registered_model}: train and "
+        "promote one first (`recsys train --model blend --promote`)"
+    )
 
 
 def load_bundle(name: str, version: int | str) -> ModelBundle:
