@@ -157,3 +157,48 @@ def test_publish_after_training_without_promote_says_to_promote(tmp_path, monkey
     unknown, lines = _invoke("--data", str(shop), "publish", "-q", "--model", "7")
     assert unknown.exit_code == 2
     assert lines == ["error: no model version '7' in shop-recommender; see `recsys models list`"]
+
+
+def test_publish_of_a_data_dir_without_events_leaves_the_live_snapshot_alone(
+    tmp_path, monkeypatch, redis_url
+):
+    """With MLflow and Redis shared (MLFLOW_TRACKING_URI, REDIS_URL), a publish from
+    a mistyped or empty --data found the champion and replaced the live snapshot with
+    one of no customers and no popular lists; a refit that cannot fit was a traceback."""
+    import redis
+
+    from recsys.data.store import DataStore
+    from recsys.data.synthetic import generate_shop
+    from recsys.snapshots.keys import Keys
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("RECSYS_REDIS_PREFIX", "clinoevents")
+    shop, other = tmp_path / "shop", tmp_path / "other"
+    generate_shop(DataStore(shop), users=200, items=40, days=45, seed=1, progress=False)
+    for args in (["train", "--model", "ranker", "--promote"], ["publish"]):
+        done, _ = _invoke("--data", str(shop), *args, "-q", "--json")
+        assert done.exit_code == 0, done.output
+    client = redis.Redis.from_url(redis_url)
+    keys = Keys.from_env()
+    live = client.get(keys.current)
+    try:
+        other.mkdir()
+        result, lines = _invoke("--data", str(other), "publish", "-q")
+        assert result.exit_code == 2, result.output
+        assert lines[0].startswith(f"error: {other} holds no events")
+        assert client.get(keys.current) == live
+
+        views = tmp_path / "views.csv"  # events without a purchase: no ranker can learn
+        views.write_text("timestamp,user_id,item_id,type\n2024-02-01T10:00:00Z,u1,i1,view\n")
+        imported, _ = _invoke(
+            "--data", str(other), "data", "import", "--format", "events", str(views), "-q"
+        )
+        assert imported.exit_code == 0, imported.output
+        result, lines = _invoke("--data", str(other), "publish", "--refit", "-q")
+        assert result.exit_code == 2, result.output
+        assert len(lines) == 1 and "cannot be fitted on the events of" in lines[0]
+        assert client.get(keys.current) == live
+    finally:
+        for key in client.scan_iter(f"{keys.prefix}:*"):
+            client.delete(key)

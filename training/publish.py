@@ -132,6 +132,12 @@ def publish(
     except NoTrackingStore as exc:
         raise PublishError(str(exc)) from None
     name, version = resolve_version(tracking, model_ref)
+    store = DataStore(data_dir)
+    if not store.has("events"):  # the snapshot would replace the current one with empty lists
+        raise PublishError(
+            f"{data_dir} holds no events: a snapshot of it would have no customer and no "
+            "popular list; check --data (the events the model was trained on live there)"
+        )
     try:
         keys, client = open_store(data_dir)
     except RedisSettingError as exc:
@@ -139,11 +145,16 @@ def publish(
     client.ping()  # an unreachable Redis fails now, not after computing every list
     _refuse_evicting(client)
     mv = tracking.client.get_model_version(name, version)
-    store = DataStore(data_dir)
     refit_seconds = None
     if refit:
         fit_started = time.perf_counter()
-        bundle = refit_on_all_events(store, mv, progress)
+        try:
+            bundle = refit_on_all_events(store, mv, progress)
+        except ValueError as exc:  # e.g. a ranker's recipe on events without purchases
+            raise PublishError(
+                f"the recipe of {name} version {version} cannot be fitted on the events of "
+                f"{data_dir} ({exc}); publish without --refit, or another version"
+            ) from exc
         refit_seconds = round(time.perf_counter() - fit_started, 2)
     else:
         try:
