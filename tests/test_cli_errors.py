@@ -81,15 +81,19 @@ def test_a_cutoff_that_is_not_a_date_names_the_option(small_shop, monkeypatch, c
     assert len(lines) == 1 and lines[0].startswith("error: --cutoff 'yesterday' is not a date")
 
 
-def test_run_with_an_unreachable_redis_fails_before_any_step(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [("redis://127.0.0.1:1/0", "error: Redis: "), ("127.0.0.1:1", "error: REDIS_URL")],
+)
+def test_run_with_an_unreachable_redis_fails_before_any_step(tmp_path, monkeypatch, url, says):
     from recsys.data.store import DataStore
 
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
+    monkeypatch.setenv("REDIS_URL", url)  # nothing listens on port 1; no scheme
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     shop = tmp_path / "shop"
     result, lines = _invoke("--data", str(shop), "run", "--users", "50", "--days", "40", "-q")
     assert result.exit_code == 2, result.output
-    assert lines[-1].startswith("error: Redis: ") and "127.0.0.1:1" in lines[-1]
+    assert len(lines) == 1 and lines[0].startswith(says)
     assert not DataStore(shop).has("events")  # no shop generated
     assert not (shop / "mlflow").exists()  # nothing trained
 
@@ -202,3 +206,13 @@ def test_publish_of_a_data_dir_without_events_leaves_the_live_snapshot_alone(
     finally:
         for key in client.scan_iter(f"{keys.prefix}:*"):
             client.delete(key)
+
+
+def test_a_refused_run_leaves_no_embedded_redis_in_the_data_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("RECSYS_SHARED_DATA", str(tmp_path / "nothing-here"))
+    shop = tmp_path / "shop"
+    result, lines = _invoke("--data", str(shop), "run", "--source", "movielens", "-q")
+    assert result.exit_code == 2, result.output
+    assert "not found; pass --path" in lines[-1]
+    assert not (shop / "redis").exists()

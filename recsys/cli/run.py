@@ -187,14 +187,21 @@ def _publish(root: Path, progress: bool, refit: bool, say) -> dict:
 
 
 def _check_redis(root: Path) -> None:
-    """A one-line error now when the Redis of the publish step cannot be reached,
-    not after the data and training steps."""
+    """A one-line error now when the Redis of the publish step (``REDIS_URL``) cannot
+    be reached, not after the data and training steps. The embedded one is started
+    by the publish step: a refused run leaves no server behind in the directory."""
+    import os
+
     from redis import RedisError
 
-    from recsys.snapshots.connection import connect
+    from recsys.snapshots.connection import REDIS_URL_ENV, RedisSettingError, open_store
 
+    if not os.environ.get(REDIS_URL_ENV):
+        return
     try:
-        connect(root).ping()
+        open_store(root)[1].ping()
+    except RedisSettingError as exc:  # e.g. a REDIS_URL without its scheme
+        raise UserError(str(exc)) from exc
     except RedisError as exc:
         raise UserError(f"Redis: {exc}") from exc
 
