@@ -210,7 +210,7 @@ def test_recsys_run_of_a_synthetic_shop_refuses_to_replace_imported_events(tmp_p
     import_source(shop, "events", events, progress=False)
     assert data_a_shop_would_replace(shop) == "imports of format events"
     before = shop.counts()
-    small = ["--users", "40", "--items", "20", "--days", "10", "-q"]
+    small = ["--users", "40", "--items", "20", "--days", "40", "-q"]
     result = CliRunner().invoke(cli, ["--data", str(shop.root), "run", *small])
     assert result.exit_code == 2, result.output
     assert "holds data that a generated shop would replace (imports of format events)" in (
