@@ -216,3 +216,11 @@ def test_a_refused_run_leaves_no_embedded_redis_in_the_data_dir(tmp_path, monkey
     assert result.exit_code == 2, result.output
     assert "not found; pass --path" in lines[-1]
     assert not (shop / "redis").exists()
+
+
+def test_a_blend_weight_that_is_not_a_number_names_the_part(small_shop, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    args = ["train", "--model", "blend", "--set", "parts.als=abc", "-q"]
+    result, lines = _invoke("--data", str(small_shop), *args)
+    assert result.exit_code == 2, result.output
+    assert lines == ["error: blend: weight of 'als' must be a number, got 'abc'"]

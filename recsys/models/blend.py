@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Self
 
 import numpy as np
@@ -51,6 +52,8 @@ class BlendRecommender(Recommender):
         for model_name, weight in parts.items():
             if model_name not in MODELS or model_name == self.name:
                 raise ValueError(f"unknown or unsupported part {model_name!r}")
+            if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
+                raise ValueError(f"weight of {model_name!r} must be a number, got {weight!r}")
             if not math.isfinite(weight) or weight < 0:
                 raise ValueError(
                     f"weight of {model_name!r} must be >= 0 and finite, got {weight!r}"
