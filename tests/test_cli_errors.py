@@ -224,3 +224,22 @@ def test_a_blend_weight_that_is_not_a_number_names_the_part(small_shop, monkeypa
     result, lines = _invoke("--data", str(small_shop), *args)
     assert result.exit_code == 2, result.output
     assert lines == ["error: blend: weight of 'als' must be a number, got 'abc'"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "parts"),
+    [(["als.factors=8"], "ranker, buy-again"), (["parts.ease=1", "als.factors=8"], "ease")],
+)
+def test_parameters_of_a_model_that_is_not_a_part_of_the_blend_are_refused(
+    small_shop, monkeypatch, sets, parts
+):
+    """They were refused with 'part_params for models not in parts', or, with --set
+    parts..., silently dropped: the run trained without the parameter asked for."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    args = [a for s in sets for a in ("--set", s)]
+    result, lines = _invoke("--data", str(small_shop), "train", "--model", "blend", "-q", *args)
+    assert result.exit_code == 2, result.output
+    assert lines == [
+        f"error: --set als.<parameter>: als is not a part of this blend ({parts}); "
+        "add it with --set parts.als=0.3"
+    ]

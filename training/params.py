@@ -113,7 +113,8 @@ def resolve(
     data = params.pop("data", {})
     _merge(data, _settings(sets.pop("data", {}), "data", "data.half_life_days=60"))
     if model == "blend":
-        for name in [k for k in sets if k in MODELS]:
+        named = [k for k in sets if k in MODELS]
+        for name in named:
             part = _settings(sets.pop(name), name, f"{name}.<parameter>=...")
             params.setdefault("part_params", {}).setdefault(name, {}).update(part)
         if "parts" in sets:
@@ -122,6 +123,13 @@ def resolve(
             params["part_params"] = {
                 k: v for k, v in params.get("part_params", {}).items() if k in params["parts"]
             }
+        for name in named:
+            if name not in params.get("parts", {}):
+                parts = ", ".join(params.get("parts", {})) or "none"
+                raise ParamError(
+                    f"--set {name}.<parameter>: {name} is not a part of this blend ({parts}); "
+                    f"add it with --set parts.{name}=0.3"
+                )
     _merge(params, sets)
     return params, interaction_config(protocol, data)
 
