@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -243,3 +244,19 @@ def test_parameters_of_a_model_that_is_not_a_part_of_the_blend_are_refused(
         f"error: --set als.<parameter>: als is not a part of this blend ({parts}); "
         "add it with --set parts.als=0.3"
     ]
+
+
+def test_every_option_of_every_command_says_what_it_is():
+    """`--help` of each sub-command explains each of its options (data generate's
+    --users, --items, --days and --seed had only their defaults)."""
+    from recsys.cli import LAZY_COMMANDS, cli
+
+    ctx = click.Context(cli)
+    commands = [cli.get_command(ctx, name) for name in LAZY_COMMANDS]
+    while commands:
+        command = commands.pop()
+        if isinstance(command, click.Group):
+            commands += command.commands.values()
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name != "help":
+                assert param.help, f"{command.name} {param.opts[0]} has no help"

@@ -79,10 +79,18 @@ def import_(ctx, fmt: str, src: str, as_json: bool, quiet: bool) -> None:
 
 
 @data.command()
-@click.option("--users", type=click.IntRange(1), default=20_000, show_default=True)
-@click.option("--items", type=click.IntRange(10), default=5_000, show_default=True)
-@click.option("--days", type=click.IntRange(1), default=120, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--users", type=click.IntRange(1), default=20_000, show_default=True, help="Customers."
+)
+@click.option(
+    "--items", type=click.IntRange(10), default=5_000, show_default=True, help="Catalog size."
+)
+@click.option(
+    "--days", type=click.IntRange(1), default=120, show_default=True, help="Days of logs."
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed: the same seed, the same shop."
+)
 @click.option("--start", default="2024-01-01", show_default=True, help="First day of the logs.")
 @json_option
 @quiet_option
