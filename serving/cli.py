@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import socket
 import tempfile
 
 import click
@@ -12,6 +14,24 @@ from recsys.cli.common import UserError, data_dir, existing_data_dir
 
 #: Longest request line gunicorn accepts (bytes); 8190 is the most it allows (0: unlimited).
 REQUEST_LINE_MAX = 8190
+
+
+def check_address(host: str, port: int) -> None:
+    """A one-line error when ``host:port`` cannot be listened on (another server holds
+    the port, or the host is not an address of this machine), before the snapshot is
+    loaded; gunicorn would retry for 5 s and end with exit code 1."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does
+            probe.bind(address)
+    except OSError as exc:
+        hint = (
+            "another server (`recsys serve`?) may hold the port; stop it or pass another --port"
+            if exc.errno == errno.EADDRINUSE
+            else "check --host"
+        )
+        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): {hint}") from exc
 
 
 def default_workers() -> int:
@@ -66,6 +86,7 @@ def serve(ctx, host, port, workers, threads, timeout, rules_file, dev, access_lo
 
     # the embedded Redis lives in the data directory: a mistyped --data is an error
     root = data_dir(ctx) if os.environ.get(REDIS_URL_ENV) else existing_data_dir(ctx)
+    check_address(host, port)
     workers = workers or default_workers()
     embedded = None
     if not os.environ.get(REDIS_URL_ENV):

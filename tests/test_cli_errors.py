@@ -260,3 +260,18 @@ def test_every_option_of_every_command_says_what_it_is():
         for param in command.params:
             if isinstance(param, click.Option) and param.name != "help":
                 assert param.help, f"{command.name} {param.opts[0]} has no help"
+
+
+@pytest.mark.parametrize("mode", [["--workers", "1"], ["--dev"]])
+def test_serve_on_a_port_in_use_is_one_line_before_loading_anything(tmp_path, monkeypatch, mode):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    (tmp_path / "shop").mkdir()
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = str(busy.getsockname()[1])
+        result, lines = _invoke("--data", str(tmp_path / "shop"), "serve", "--port", port, *mode)
+    assert result.exit_code == 2, result.output
+    assert lines == [
+        f"error: cannot listen on 127.0.0.1:{port} (Address already in use): another server "
+        "(`recsys serve`?) may hold the port; stop it or pass another --port"
+    ]
+    assert not (tmp_path / "shop" / "redis").exists()  # stopped before the embedded Redis
