@@ -328,13 +328,9 @@ def test_a_cutoff_the_protocol_would_ignore_is_refused(tmp_path, monkeypatch):
     ).to_csv(ratings, index=False)
     root = tmp_path / "ratings"
     import_source(DataStore(root), "events", ratings, progress=False)
-    runner = CliRunner()
-    for command in (["train"], ["tune", "--trials", "1"]):
-        args = ["--data", str(root), *command, "--model", "popular", "--cutoff", "2024-01-10"]
-        result = runner.invoke(cli, [*args, "-q"])
-        assert result.exit_code == 2, (command, result.output, result.exception)
-        assert result.output.startswith("error: --cutoff is for the temporal protocol")
-        assert len(result.output.splitlines()) == 1
+    for output in _train_and_tune_refusals(root, "--cutoff", "2024-01-10"):
+        assert output.startswith("error: --cutoff is for the temporal protocol")
+        assert len(output.splitlines()) == 1
     assert not (root / "mlflow").exists()  # refused before any run
 
 
@@ -395,12 +391,8 @@ def test_the_temporal_protocol_on_ratings_says_it_tests_purchases(tmp_path, monk
     ratings.write_text("event_id,timestamp,user_id,item_id,type,quantity,value\n" + "\n".join(rows))
     root = tmp_path / "ratings"
     import_source(DataStore(root), "events", ratings, progress=False)
-    runner = CliRunner()
-    for command in (["train"], ["tune", "--trials", "1"]):
-        args = ["--data", str(root), *command, "--model", "popular", "--protocol", "temporal"]
-        result = runner.invoke(cli, [*args, "-q"])
-        assert result.exit_code == 2, (command, result.output, result.exception)
-        assert result.output == (
+    for output in _train_and_tune_refusals(root, "--protocol", "temporal"):
+        assert output == (
             "error: the temporal protocol tests purchases, and the events hold none "
             "(types: rating); for ratings use --protocol stratified\n"
         )
@@ -769,3 +761,14 @@ def test_moves_of_the_champion_wait_for_another_process_in_the_gate(shop, monkey
     finally:
         holder.wait(timeout=30)
         (shop / "released").unlink(missing_ok=True)
+
+
+def _train_and_tune_refusals(root: Path, *args: str) -> list[str]:
+    """What `train` and `tune` of ``popular`` with ``args`` print, each refused (exit 2)."""
+    outputs = []
+    for command in (["train"], ["tune", "--trials", "1"]):
+        argv = ["--data", str(root), *command, "--model", "popular", *args, "-q"]
+        result = CliRunner().invoke(cli, argv)
+        assert result.exit_code == 2, (command, result.output, result.exception)
+        outputs.append(result.output)
+    return outputs
