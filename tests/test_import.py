@@ -366,6 +366,27 @@ def test_a_consent_export_keeps_the_customer_columns_it_does_not_have(store, tmp
     assert (u2["email"], u2["country"], u2["email_consent"]) == ("new@shop.example", "FR", False)
 
 
+def test_a_consent_export_does_not_undo_a_stored_unsubscribe(store, tmp_path):
+    """A consent export (no unsubscribed_at column) with "yes" for a customer who had
+    unsubscribed cleared the unsubscribe and gave the consent back."""
+    profiles = [
+        "user_id,email,email_consent,unsubscribed_at",
+        "u1,a@shop.example,yes,2024-02-01T00:00:00Z",
+        "u2,b@shop.example,yes,",
+    ]
+    import_source(store, "customers", write(tmp_path / "profiles.csv", profiles), progress=False)
+    consent = ["user_id,email_consent", "u1,yes", "u2,yes", "u3,yes"]
+    import_source(store, "customers", write(tmp_path / "consent.csv", consent), progress=False)
+    customers = store.read("customers").set_index("user_id")
+    assert customers["email_consent"].to_dict() == {"u1": False, "u2": True, "u3": True}
+    assert str(customers.loc["u1", "unsubscribed_at"]).startswith("2024-02-01")
+    # to subscribe again, a file clears the unsubscribe explicitly
+    again = ["user_id,email_consent,unsubscribed_at", "u1,yes,"]
+    import_source(store, "customers", write(tmp_path / "again.csv", again), progress=False)
+    u1 = store.read("customers").set_index("user_id").loc["u1"]
+    assert u1["email_consent"] and u1["unsubscribed_at"] is pd.NaT
+
+
 def test_timestamps_finer_than_milliseconds_are_cut_to_milliseconds(store, tmp_path):
     rows = [
         "2024-03-01T10:00:00.123456Z,u1,,i1,view,,,,,",  # Python's isoformat(): microseconds

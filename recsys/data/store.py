@@ -209,6 +209,8 @@ class Transaction:
         )
         if keep_stored and spec.on_conflict == "keep_last":
             new = self._keep_stored(spec, new, list(keep_stored))
+            if "unsubscribed_at" in keep_stored:  # a stored unsubscribe still revokes consent
+                new["email_consent"] &= new["unsubscribed_at"].isna()
         if spec.partition_by_month is not None:
             months = month_keys(
                 pa.array(

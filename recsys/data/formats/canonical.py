@@ -247,9 +247,10 @@ def import_customers(src: Path, progress: bool = True) -> Iterator[Batch]:
             "attributes": attributes.to_numpy(object),
         }
     )[ok]
-    # a column the file lacks keeps what is stored (a consent export keeps the emails);
-    # not consent: without it, it is no (see above)
-    kept = _absent(raw, ["email", "country", "language", "created_at"])
+    # a column the file lacks keeps what is stored (a consent export keeps the emails,
+    # and a stored unsubscribe, which still revokes the consent); not consent: without
+    # it, it is no (see above)
+    kept = _absent(raw, ["email", "country", "language", "created_at", "unsubscribed_at"])
     yield Batch(
         src.name,
         len(raw),
