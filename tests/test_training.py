@@ -653,6 +653,29 @@ def test_orphaned_runs_are_told_apart_by_machine_boot_namespace_and_start_time(t
     assert "machine restarted" in client.get_run(runs["rebooted"]).data.tags["killed"]
 
 
+def test_orphaned_runs_without_a_machine_id_are_told_apart_by_boot(tmp_path, monkeypatch):
+    """A machine without /etc/machine-id (slim containers) never closed a killed run."""
+    import training.tracking as tracking_module
+
+    tracking = open_tracking(tmp_path / "shop")
+    mine = owner_tags()
+    if PROCESS_TAG not in mine:
+        pytest.skip("no /proc here: runs are told apart by host and pid only")
+    _, boot, namespace, started = mine[PROCESS_TAG].split("/")
+    monkeypatch.setattr(tracking_module, "_pid_scope", lambda: ("", boot, namespace))
+    client = tracking.client
+
+    def run_tagged(process: str) -> str:
+        tags = {**mine, PROCESS_TAG: process}  # this live pid
+        return client.create_run(tracking.experiment_id, tags=tags).info.run_id
+
+    reused = run_tagged(f"/{boot}/{namespace}/1")  # this boot, another process start
+    live = run_tagged(f"/{boot}/{namespace}/{started}")
+    elsewhere = run_tagged(f"/another-boot/{namespace}/1")  # another machine, or before a restart
+    assert set(close_orphaned_runs(tracking)) == {reused}
+    assert client.get_run(live).info.status == client.get_run(elsewhere).info.status == "RUNNING"
+
+
 def test_a_store_mlflow_refuses_to_open_is_a_one_line_error(shop, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())  # a file store
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)

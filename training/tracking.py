@@ -174,10 +174,14 @@ def _gone(pid: int, process: str | None) -> str | None:
     *scope, started = process.split("/")
     machine, boot, namespace = scope if len(scope) == 3 else ("", "", "")
     here_machine, here_boot, here_namespace = _pid_scope()
-    if not machine or machine != here_machine:
-        return None  # another machine of the same name (or one that cannot be told apart)
+    if machine != here_machine:
+        return None  # another machine of the same name
     if boot != here_boot:
-        return "ended when the machine restarted"
+        # with no machine id (a slim container), another machine cannot be told from a
+        # restart of this one; the boot id, random per boot, still tells this boot apart
+        return "ended when the machine restarted" if machine else None
+    if not boot:
+        return None  # nothing tells where the pid is valid
     if namespace != here_namespace:
         return None  # another container on this machine: its pids are not ours to check
     return None if _start_time(pid) == started else "ended"
