@@ -272,3 +272,46 @@ def test_recsys_run_whose_publish_fails_leaves_the_champion_as_it_was(
     versions = {v["version"]: v for v in list_versions(tracking)}
     assert set(versions) == {1, 2}  # the new version stays registered, not promoted
     assert versions[2]["promotion"] is None and versions[1]["promotion"] == "won"
+
+
+def test_recsys_run_whose_publish_fails_after_the_flip_keeps_the_champion_it_serves(
+    tmp_path, monkeypatch
+):
+    """Saving the embedded Redis failed after the flip, and the run undid the gate: the
+    registry's champion was then older than the snapshot being served."""
+    import redis
+    from click.testing import CliRunner
+
+    import training.publish as publish_module
+    from recsys.cli import cli
+    from recsys.snapshots.keys import Keys
+    from training.tracking import open_tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("RECSYS_REDIS_PREFIX", "runflip")
+    shop = tmp_path / "shop"
+
+    def run(seed: str):
+        args = ["--data", str(shop), "run", "--users", "150", "--items", "30", "--days", "40"]
+        return CliRunner().invoke(cli, [*args, "--seed", seed, "--models", "popular", "-q"])
+
+    assert run("1").exit_code == 0
+    served = []
+
+    def disk_full(client, *args, **kwargs):
+        keys = Keys("runflip")
+        current = client.get(keys.current)
+        served.append(int(client.hget(keys.meta(current.decode()), "model_version")))
+        raise redis.ResponseError("MISCONF the disk is full")
+
+    monkeypatch.setattr(publish_module, "persist", disk_full)
+    result = run("2")  # new data: version 2 refreshes the champion, then is published
+    assert result.exit_code == 2, result.output
+    assert "is published and served, but saving the embedded Redis to disk failed" in (
+        result.output
+    )
+    assert "undone" not in result.output
+    tracking = open_tracking(shop)
+    aliases = tracking.client.get_registered_model(tracking.registered_model).aliases
+    assert served == [2] and aliases["champion"] == 2

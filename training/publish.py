@@ -62,6 +62,18 @@ class PublishError(RuntimeError):
     """The publish cannot start; the message says what to do."""
 
 
+class PublishedButFailed(PublishError):
+    """The new snapshot is served (``current`` flipped to it), but a step after the
+    flip failed (the cleanup of old versions, saving the embedded Redis)."""
+
+    def __init__(self, version: str, step: str, cause: Exception):
+        super().__init__(
+            f"snapshot {version} is published and served, but {step} failed ({cause}); "
+            "publish again once that is fixed"
+        )
+        self.version = version
+
+
 @dataclass
 class Popularity:
     """Ranked popular / trending lists keyed by (kind, country, category index)."""
@@ -230,10 +242,21 @@ def publish(
             **counts,
             "markets": json.dumps(currencies),
         }
-        flip = writer.commit(meta)
+        try:
+            flip = writer.commit(meta)
+        except redis.RedisError as exc:
+            if writer.flipped:  # the cleanup after the flip
+                raise PublishedButFailed(snapshot, "deleting old versions", exc) from exc
+            raise
         total_keys, total_bytes = writer.keys_written + 1, writer.bytes
-    if is_embedded(client):
-        persist(client)  # the embedded server's database, under the data directory
+    step = "saving the embedded Redis to disk"
+    try:
+        if is_embedded(client):
+            persist(client)  # the embedded server's database, under the data directory
+        step = "measuring its memory"
+        bytes_per_user = _bytes_per_user(client, keys, snapshot, user_ids)
+    except redis.RedisError as exc:
+        raise PublishedButFailed(snapshot, step, exc) from exc
     seconds = time.perf_counter() - started
     return {
         "version": flip["version"],
@@ -246,7 +269,7 @@ def publish(
         "items": len(item_map),
         "keys": total_keys,
         "bytes": total_bytes,
-        "bytes_per_user": _bytes_per_user(client, keys, snapshot, user_ids),
+        "bytes_per_user": bytes_per_user,
         "seconds": round(seconds, 2),
         "n": n,
         "k_similar": k_similar,

@@ -4,8 +4,9 @@ Get data (a synthetic shop, or a real dataset) -> validate -> build the
 interaction matrix -> train a baseline and a candidate, each tracked in
 MLflow and passed through the promotion gate -> publish the champion's
 candidates into Redis (embedded unless ``REDIS_URL``) -> print a summary.
-A publish that fails undoes the champion moves of the run's gate (the versions
-it trained stay registered): the champion is still the one last published.
+A publish that fails before its snapshot is served undoes the champion moves
+of the run's gate (the versions it trained stay registered): the champion is
+still the one last published.
 """
 
 from __future__ import annotations
@@ -156,6 +157,10 @@ def run(ctx, source, path, users, items, days, seed, model_names, refit, as_json
     try:
         steps["publish"] = _publish(shop.root, progress, refit, say)
     except BaseException as exc:  # the job failed: the moves of its gate do not stand
+        from training.publish import PublishedButFailed
+
+        if isinstance(exc.__cause__, PublishedButFailed):
+            raise  # ... unless its snapshot is served already: the champion is published
         if not undo() or not isinstance(exc, UserError):
             raise
         raise UserError(f"{exc.message}; the champion moves of this run were undone") from exc

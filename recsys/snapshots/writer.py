@@ -245,6 +245,11 @@ class SnapshotWriter:
         """Packed ranked lists, one per row of ``ids`` / ``scores``, under ``names``."""
         self.set_many(names, pack_rows(ids, scores))
 
+    @property
+    def flipped(self) -> bool:
+        """True once ``current`` names this writer's version."""
+        return self._flipped
+
     def commit(self, meta: dict) -> dict:
         """Write the meta record, flip ``current`` (old one becomes ``previous``), clean up."""
         self.flush()
