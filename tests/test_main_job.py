@@ -226,6 +226,29 @@ def test_recsys_run_of_a_synthetic_shop_refuses_to_replace_imported_events(tmp_p
     import_source(real, "events", events, progress=False)
     assert data_a_shop_would_replace(real) == "imports of format events"
 
+    catalog = tmp_path / "items.csv"  # an imported catalog alone, with no events yet
+    catalog.write_text("item_id,title\ni1,Mug\n")
+    items_only = DataStore(tmp_path / "items-only")
+    import_source(items_only, "items", catalog, progress=False)
+    assert data_a_shop_would_replace(items_only) == "imports of format items"
+
+
+def test_recsys_run_refuses_a_bad_key_prefix_before_any_step(tmp_path, monkeypatch):
+    """With the embedded Redis, a malformed RECSYS_REDIS_PREFIX stopped the run only at
+    its publish step, after the data and training steps."""
+    from click.testing import CliRunner
+
+    from recsys.cli import cli
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("RECSYS_REDIS_PREFIX", "bad prefix")
+    shop = tmp_path / "shop"
+    args = ["--data", str(shop), "run", "--users", "40", "--items", "20", "--days", "40", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: RECSYS_REDIS_PREFIX: bad Redis key prefix")
+    assert not (shop / "tables").exists() and not (shop / "mlflow").exists()  # no step ran
+
 
 def test_recsys_run_whose_publish_fails_leaves_the_champion_as_it_was(
     tmp_path, redis_url, monkeypatch

@@ -288,3 +288,15 @@ def test_redis_going_away_during_a_drain_is_a_one_line_error_not_a_traceback(tmp
         assert json.loads((store.root / CURSOR_FILE).read_text())  # the cursor moved on
     finally:
         server.close()
+
+
+def test_drained_live_events_are_other_data_for_a_real_dataset_and_for_a_new_shop(env):
+    """`run --source online-retail` on a directory of drained live events named them "a
+    generated shop"; a synthetic `run` would have replaced them."""
+    from recsys.cli.run import data_a_shop_would_replace, other_data
+
+    client, _, _, store = env
+    post(client, [{"type": "purchase", "user_id": "u1", "item_id": "a1", "country": "GB"}])
+    assert import_source(store, "stream", "redis", progress=False).accepted == 1
+    assert other_data(store, "online-retail") == "live events drained from the event stream"
+    assert data_a_shop_would_replace(store) == "imports of format stream"

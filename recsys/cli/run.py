@@ -200,8 +200,13 @@ def _check_redis(root: Path) -> None:
     from redis import RedisError
 
     from recsys.snapshots.connection import REDIS_URL_ENV, RedisSettingError, open_store
+    from recsys.snapshots.keys import PREFIX_ENV, Keys
 
     if not os.environ.get(REDIS_URL_ENV):
+        try:  # the embedded server's settings: only the key prefix
+            Keys.from_env()
+        except ValueError as exc:
+            raise UserError(f"{PREFIX_ENV}: {exc}") from exc
         return
     try:
         open_store(root)[1].ping()
@@ -212,29 +217,36 @@ def _check_redis(root: Path) -> None:
 
 
 def other_data(shop, fmt: str) -> str | None:
-    """What, besides imports of format ``fmt`` (and of the live event stream), the
-    data directory's events came from; None when nothing else. ``data generate``
-    replaces every table and logs itself (format ``generate``); a shop generated
-    before it did so has no import of a file in its log."""
+    """What, besides imports of format ``fmt``, the data directory's events came from;
+    None when nothing else. ``data generate`` replaces every table and logs itself
+    (format ``generate``); live events drained from the event stream are other data
+    unless the directory holds imports of ``fmt`` (the same shop's events); events
+    with no import of a file in the log are a shop generated before it was logged."""
     if not shop.has("events"):
         return None
     log = read_import_log(shop.root) or []
     generated = [i for i, summary in enumerate(log) if summary.get("format") == "generate"]
-    formats = {summary["format"] for summary in log[generated[-1] if generated else 0 :]}
+    if generated:
+        log = log[generated[-1] :]
+    formats = {summary["format"] for summary in log}
     others = sorted(formats - {fmt, "stream", "generate"})
     if others:
         return "imports of format " + ", ".join(others)
-    return None if fmt in formats and not generated else "a generated shop"
+    if generated:
+        return "a generated shop"
+    if fmt in formats:
+        return None
+    if any(s.get("accepted") for s in log if s.get("format") == "stream"):
+        return "live events drained from the event stream"
+    return "a generated shop"
 
 
 def data_a_shop_would_replace(shop) -> str | None:
-    """What of the data directory's events did not come from ``data generate`` (the
-    imports logged since the last generated shop that accepted rows, e.g. drained
-    live events); None when a new synthetic shop replaces nothing else. A
-    directory with events and no import log holds a shop generated before
-    ``data generate`` logged itself."""
-    if not shop.has("events"):
-        return None
+    """What of the data directory's tables did not come from ``data generate`` (the
+    imports logged since the last generated shop that accepted rows: files of
+    events, items or customers, drained live events); None when a new synthetic
+    shop replaces nothing else. A directory with events and no import log holds a
+    shop generated before ``data generate`` logged itself."""
     log = read_import_log(shop.root) or []
     generated = [i for i, summary in enumerate(log) if summary.get("format") == "generate"]
     since = log[generated[-1] + 1 :] if generated else log
