@@ -472,6 +472,13 @@ def test_a_publish_waiting_in_vain_for_the_lock_says_when_the_holders_lock_expir
     ):
         pass
     assert client.get(keys.publish_lock) == b"another-writer"
+    client.persist(keys.publish_lock)  # a lock with no expiry (set by hand)
+    with (
+        pytest.raises(PublishLocked, match="this lock never expires"),
+        SnapshotWriter(client, keys, lock_ttl_ms=1_000, lock_wait_s=0.2),
+    ):
+        pass
+    client.delete(keys.publish_lock)
 
 
 def test_rollback_swaps_in_one_step_and_refuses_without_a_ready_previous(env):

@@ -11,6 +11,7 @@ the writer makes progress, so the lock of a killed writer expires quickly.
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -115,9 +116,17 @@ class SnapshotWriter:
             if time.monotonic() > deadline:
                 # the holder's TTL, not ours: it may have been started with another --lock-ttl
                 left_ms = self.client.pttl(self.keys.publish_lock)
+                if left_ms == -2:
+                    continue  # released since: take it now
+                when = (
+                    f"if it died, the lock expires in {math.ceil(left_ms / 1000)} s"
+                    if left_ms >= 0
+                    else "this lock never expires (no publish sets it so): delete the key "
+                    "if no publish runs"
+                )
                 raise PublishLocked(
                     f"another publish holds {self.keys.publish_lock}: it renews the lock while "
-                    f"it writes; if it died, the lock expires in {max(left_ms, 0) / 1000:.0f} s"
+                    f"it writes; {when}"
                 )
             time.sleep(0.2)
         try:
