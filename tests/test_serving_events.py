@@ -300,3 +300,18 @@ def test_drained_live_events_are_other_data_for_a_real_dataset_and_for_a_new_sho
     assert import_source(store, "stream", "redis", progress=False).accepted == 1
     assert other_data(store, "online-retail") == "live events drained from the event stream"
     assert data_a_shop_would_replace(store) == "imports of format stream"
+
+
+def test_draining_the_embedded_redis_of_a_mistyped_data_dir_is_refused(tmp_path, monkeypatch):
+    """A mistyped --data read 0 rows, exited 0 and left an embedded Redis there."""
+    from click.testing import CliRunner
+
+    from recsys.cli import cli
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    wrong = tmp_path / "typo"
+    args = ["--data", str(wrong), "data", "import", "--format", "stream", "redis"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "holds no embedded Redis" in result.output and "check --data" in result.output
+    assert not (wrong / "redis").exists()

@@ -190,9 +190,19 @@ class StreamImport:
 
 def import_stream(src: str, store: DataStore, progress: bool = True) -> StreamImport:
     """The event stream of ``src`` (``redis`` or a Redis URL) as import batches."""
-    from recsys.snapshots.connection import RedisSettingError, open_store, redis_target
+    from recsys.snapshots.connection import (
+        REDIS_URL_ENV,
+        RedisSettingError,
+        open_store,
+        redis_target,
+    )
 
     if src == "redis":
+        if not os.environ.get(REDIS_URL_ENV) and not (store.root / "redis").is_dir():
+            raise DataError(
+                f"{store.root} holds no embedded Redis (nothing was published or served "
+                f"there): check --data, or give the Redis to drain as a redis:// URL"
+            )
         try:
             _, client = open_store(store.root)
         except RedisSettingError as exc:  # e.g. a REDIS_URL without its scheme
