@@ -795,3 +795,25 @@ def _train_and_tune_refusals(root: Path, *args: str) -> list[str]:
         assert result.exit_code == 2, (command, result.output, result.exception)
         outputs.append(result.output)
     return outputs
+
+
+def test_an_undo_puts_back_the_aliases_its_own_promotion_found(tmp_path, monkeypatch):
+    """`recsys run` read the aliases to put back before its gate, outside the registry
+    lock: a champion another job promoted in between was undone with it."""
+    from training.promote import aliases, undo_promotions
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = tmp_path / "shop"
+    generate_shop(DataStore(root), users=300, items=60, days=60, seed=5, progress=False)
+    tracking = open_tracking(root)
+    first, second = (
+        train(root, "popular", {"by": by}, progress=False, tracking=tracking)["model_version"]
+        for by in ("global", "country")
+    )
+    read_too_early = aliases(tracking)
+    promote(tracking, first, force=True, reason="another job's champion")
+    ours = promote(tracking, second, force=True, reason="this run's gate")
+    assert read_too_early == {"champion": None, "previous-champion": None}
+    assert ours["aliases_before"] == {"champion": first, "previous-champion": None}
+    assert undo_promotions(tracking, ours["aliases_before"], [second])  # the publish failed
+    assert aliases(tracking) == {"champion": first, "previous-champion": None}

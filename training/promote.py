@@ -174,6 +174,7 @@ def promote(
             decision["rival_version"] = int(rival.version)
             _must_beat(tracking, challenger, rival, current, metric, decision)
     client = tracking.client
+    before = aliases(tracking)  # under the registry lock: what an undo puts back
     if current is not None:
         client.set_registered_model_alias(tracking.registered_model, PREVIOUS, current.version)
     client.set_registered_model_alias(tracking.registered_model, CHAMPION, challenger.version)
@@ -182,7 +183,14 @@ def promote(
         note["promotion_reason"] = reason
     for key, val in note.items():
         client.set_model_version_tag(tracking.registered_model, challenger.version, key, val)
-    return {**decision, "promoted": True, "forced": force, "reason": reason, "refresh": refresh}
+    return {
+        **decision,
+        "promoted": True,
+        "forced": force,
+        "reason": reason,
+        "refresh": refresh,
+        "aliases_before": before,
+    }
 
 
 def _cutoff(tracking: Tracking, version) -> str:

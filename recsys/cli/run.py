@@ -291,7 +291,7 @@ def _train_and_promote(root: Path, names: list[str], progress: bool, say):
     gate; returns the step's summary and a function that undoes the gate's moves
     (True if it did) for a publish that fails."""
     from training.params import ParamError
-    from training.promote import PromotionRefused, aliases, champion, promote, undo_promotions
+    from training.promote import PromotionRefused, champion, promote, undo_promotions
     from training.tracking import RECIPE_TAG, TrackingError, open_tracking
     from training.train import TrainError, train
 
@@ -319,10 +319,11 @@ def _train_and_promote(root: Path, names: list[str], progress: bool, say):
     # the champion's recipe first: on new data it replaces the champion (a refresh),
     # and the others are then compared with it on the same data
     order = sorted(results, key=lambda r: _recipe(r) != recipe)
-    trained, before, promoted = [], aliases(tracking), []
+    trained, before, promoted = [], {}, []
     for result in order:
         try:
             decision = promote(tracking, result["model_version"])
+            before = before or decision["aliases_before"]  # as the first move found them
             promoted.append(result["model_version"])
             result["gate"] = (
                 "refreshed the champion" if decision["refresh"] else "promoted to champion"
