@@ -96,7 +96,9 @@ def serve(ctx, host, port, workers, threads, timeout, rules_file, dev, access_lo
         embedded = connect(root)
         os.environ[REDIS_URL_ENV] = f"unix://{embedded.socket_file}"
     metrics_dir, owner, app = None, os.getpid(), None
-    if not dev and workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # also with one worker: gunicorn replaces a killed worker (or all, on SIGHUP) by a
+    # fork of the master, which would start again from the master's counts
+    if not dev and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="recsys-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client loads
     try:

@@ -142,3 +142,43 @@ def test_serve_stopped_by_sigterm_stops_the_embedded_redis_it_started(tmp_path, 
         for pidfile in scratch.glob("*/redis.pid"):  # a server left by a failed run
             with contextlib.suppress(psutil.NoSuchProcess):
                 psutil.Process(int(pidfile.read_text())).terminate()
+
+
+def test_serve_keeps_the_counts_of_a_killed_worker_with_one_worker(data_dir):
+    """A worker killed (OOM, timeout) is replaced by a fork of the master: with one
+    worker and no multiprocess metrics, /metrics started again from the master's
+    counts, losing every request the dead worker had served."""
+    import psutil
+
+    port = _free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in (REDIS_URL_ENV, "PROMETHEUS_MULTIPROC_DIR")
+    }
+    cmd = [sys.executable, "-m", "recsys", "--data", str(data_dir), "serve", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*cmd, "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    base = f"http://127.0.0.1:{port}"
+    line = 'recsys_http_requests_total{endpoint="/v1/recommendations",status="200"} 3.0'
+    try:
+        deadline = time.monotonic() + 60
+        while _get(f"{base}/readyz")[0] != 200:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.2)
+        for _ in range(3):
+            assert _get(f"{base}/v1/recommendations?user_id=alice&country=GB&n=2")[0] == 200
+        assert line in _get(f"{base}/metrics")[1].decode()
+        (worker,) = psutil.Process(proc.pid).children()
+        worker.kill()
+        worker.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while _get(f"{base}/readyz")[0] != 200:  # answered by the new worker
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the killed worker was not replaced"
+            time.sleep(0.2)
+        assert [p.pid for p in psutil.Process(proc.pid).children()] != [worker.pid]
+        assert line in _get(f"{base}/metrics")[1].decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
