@@ -12,6 +12,8 @@ import click
 
 from recsys.cli.common import UserError, data_dir, existing_data_dir
 
+#: prometheus-client's multiprocess folder (``serving.metrics`` must not load before it is set)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Longest request line gunicorn accepts (bytes); 8190 is the most it allows (0: unlimited).
 REQUEST_LINE_MAX = 8190
 
@@ -96,11 +98,19 @@ def serve(ctx, host, port, workers, threads, timeout, rules_file, dev, access_lo
         embedded = connect(root)
         os.environ[REDIS_URL_ENV] = f"unix://{embedded.socket_file}"
     metrics_dir, owner, app = None, os.getpid(), None
-    # also with one worker: gunicorn replaces a killed worker (or all, on SIGHUP) by a
-    # fork of the master, which would start again from the master's counts
-    if not dev and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        metrics_dir = tempfile.mkdtemp(prefix="recsys-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # before prometheus_client loads
+    if dev:
+        os.environ.pop(MULTIPROC_ENV, None)  # one process: its own registry
+    else:
+        # multiprocess metrics also with one worker: gunicorn replaces a killed worker (or
+        # all, on SIGHUP) by a fork of the master, which would start from the master's
+        # counts. A folder of this run's own (in $PROMETHEUS_MULTIPROC_DIR when set): the
+        # files of an earlier run, or of another serve sharing that folder, would be summed
+        parent = os.environ.get(MULTIPROC_ENV) or tempfile.gettempdir()
+        try:
+            metrics_dir = tempfile.mkdtemp(prefix="recsys-metrics-", dir=parent)
+        except OSError as exc:
+            raise UserError(f"{MULTIPROC_ENV}: cannot create a folder in {parent}: {exc}") from exc
+        os.environ[MULTIPROC_ENV] = metrics_dir  # before prometheus_client loads
     try:
         from serving.app import create_app
         from serving.config import ServingConfig

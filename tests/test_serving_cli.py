@@ -182,3 +182,38 @@ def test_serve_keeps_the_counts_of_a_killed_worker_with_one_worker(data_dir):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_serve_sums_only_its_own_workers_in_a_given_prometheus_multiproc_dir(data_dir, tmp_path):
+    """With $PROMETHEUS_MULTIPROC_DIR set, serve wrote its workers' files straight into
+    it and never removed them: the next serve (or another one beside it) summed the
+    earlier run's requests into its own /metrics."""
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != REDIS_URL_ENV}
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(shared)
+    line = 'recsys_http_requests_total{endpoint="/v1/recommendations",status="200"} %s'
+    # runs one after the other (--dev: one process, its own registry)
+    for requests, mode in ((3, "--workers=2"), (1, "--workers=2"), (2, "--dev")):
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "recsys", "--data", str(data_dir), "serve", "--port", str(port)]
+            + [mode],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while _get(f"{base}/readyz")[0] != 200:
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "server did not become ready"
+                time.sleep(0.2)
+            for _ in range(requests):
+                assert _get(f"{base}/v1/recommendations?user_id=alice&country=GB&n=2")[0] == 200
+            assert line % f"{requests}.0" in _get(f"{base}/metrics")[1].decode()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        assert list(shared.iterdir()) == []
