@@ -100,6 +100,8 @@ def test_train_without_sets_uses_the_tuned_parameters(tuned, shop):
     assert (best, best_data) != (defaults, default_config.as_dict())  # tuning changed something
 
     out = train(shop, "itemknn", None, progress=False, tracking=tracking)
+    assert out["params_source"] == "tuned"
+    assert out["tune_parent_run_id"] == summary["parent_run_id"]
     assert out["params"] == best
     assert out["interactions"] == best_data
     params = tracking.client.get_run(out["run_id"]).data.params
@@ -107,6 +109,21 @@ def test_train_without_sets_uses_the_tuned_parameters(tuned, shop):
     assert params["model.similarity"] == best["similarity"]
     assert params["data.half_life_days"] == str(best_data["half_life_days"])
     assert params["data.weights.view"] == str(best_data["weights"]["view"])
+
+
+def test_train_summary_says_whether_the_parameters_are_tuned(tuned, shop):
+    tracking, summary, _ = tuned
+    args = ["--data", str(shop), "train", "--model", "itemknn", "-q"]
+    human = CliRunner().invoke(cli, args)
+    assert human.exit_code == 0, human.output
+    assert f"parameters found by recsys tune (parent run {summary['parent_run_id']})" in (
+        human.stdout
+    )
+    chosen = CliRunner().invoke(cli, [*args, "--set", "K=20", "--json"])
+    assert chosen.exit_code == 0, chosen.output
+    assert json.loads(chosen.stdout)["params_source"] == "set"
+    other = train(shop, "popular", None, progress=False, tracking=tracking)  # never tuned
+    assert other["params_source"] == "defaults" and "tune_parent_run_id" not in other
 
 
 def test_a_tiny_budget_stops_after_the_first_trial(shop):

@@ -100,6 +100,11 @@ def train(ctx, model_name, sets, protocol, cutoff, promote, as_json, quiet) -> N
         f"  ndcg@10 {m['ndcg@10']:.4f}  precision@10 {m['precision@10']:.4f}  "
         f"recall@10 {m['recall@10']:.4f}  users {int(m['n_users'])}",
     ]
+    if summary["params_source"] == "tuned":
+        lines.append(
+            "  parameters found by recsys tune "
+            f"(parent run {summary['tune_parent_run_id']}); --set trains without them"
+        )
     if "metrics_new_items" in summary:
         n = summary["metrics_new_items"]
         lines.append(

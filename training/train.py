@@ -99,7 +99,8 @@ def train(
     check_split(data)
     # only now: a mistyped --data must not get an MLflow store made in it
     tracking = tracking or open_tracking(data_dir)
-    base = None if sets else best_known_params(tracking, model_name, data.fingerprint)
+    tuned = None if sets else best_known_params(tracking, model_name, data.fingerprint)
+    base = tuned[0] if tuned else None
     model_params, config = hp.resolve(model_name, protocol, sets or {}, base)
 
     try:
@@ -137,8 +138,12 @@ def train(
         "model_name": model_name,
         "protocol": protocol,
         "data_fingerprint": data.fingerprint,
+        # where the parameters come from: --set, a `recsys tune` of this model and data, defaults
+        "params_source": "set" if sets else "tuned" if tuned else "defaults",
         "metrics": out_metrics,
     }
+    if tuned:
+        summary["tune_parent_run_id"] = tuned[1]
     if "new" in results:
         summary["metrics_new_items"] = {k: round(v, 6) for k, v in results["new"].summary().items()}
     cold = _evaluate_new_users(model, data, train_matrix, progress)
@@ -362,8 +367,11 @@ def _log_cold_per_user(cold: EvaluationResult, data: ProtocolData, folder: Path)
     mlflow.log_artifact(str(folder / COLD_PER_USER_FILE), artifact_path="reports")
 
 
-def best_known_params(tracking: Tracking, model_name: str, fingerprint: str) -> dict | None:
-    """The parameters of the best ``recsys tune`` trial for this model and data, if any.
+def best_known_params(
+    tracking: Tracking, model_name: str, fingerprint: str
+) -> tuple[dict, str] | None:
+    """The parameters of the best ``recsys tune`` trial for this model and data, and the
+    parent run of that tune; None if there is none.
 
     Of several tunes on the same data (hence the same validation split), the one
     whose best trial scored highest on validation wins; the latest among equals.
@@ -390,7 +398,7 @@ def best_known_params(tracking: Tracking, model_name: str, fingerprint: str) -> 
         return value if value is not None and math.isfinite(value) else -math.inf
 
     best = max(runs, key=validation)  # the first (latest) of equal scores
-    return json.loads(best.data.tags["tune_params"])
+    return json.loads(best.data.tags["tune_params"]), best.data.tags.get("tune_parent_run_id", "")
 
 
 def recipe_text(model_name: str, params: dict, data: dict) -> str:
