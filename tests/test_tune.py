@@ -134,6 +134,24 @@ def test_a_tiny_budget_stops_after_the_first_trial(shop):
         r for r in _children(tracking, summary["parent_run_id"]) if "tune_trial" in r.data.tags
     ]
     assert len(trials) == 1
+    # the one trial ran past the budget, and the summary says by how much
+    assert summary["over_budget_seconds"] > 0
+    assert summary["over_budget_seconds"] == pytest.approx(
+        summary["search_seconds"] - 60e-6, abs=1e-3
+    )
+    parent = tracking.client.get_run(summary["parent_run_id"])
+    assert parent.data.metrics["over_budget_seconds"] > 0
+
+
+def test_the_human_summary_says_how_far_past_the_budget_the_search_ran(shop):
+    args = ["--data", str(shop), "tune", "--model", "ease", "--budget-minutes", "1e-6", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert " s past --budget-minutes)" in result.stdout
+    args = ["--data", str(shop), "tune", "--model", "ease", "--trials", "1", "--json", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["over_budget_seconds"] is None  # no budget
 
 
 def test_bad_limits_are_refused_before_any_run(shop):

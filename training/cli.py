@@ -212,7 +212,8 @@ STOPPED_BY = {
     "--budget-minutes",
     type=float,
     default=None,
-    help="Stop starting trials when the next one would end past this many minutes.",
+    help="Stop starting trials when the next one would end past this many minutes"
+    " (a running trial is not cut short).",
 )
 @click.option(
     "--trials",
@@ -257,10 +258,13 @@ def tune(ctx, model_name, budget_minutes, trials, protocol, cutoff, seed, as_jso
     except TuneError as exc:
         raise UserError(str(exc)) from exc
     m = summary["metrics"]
+    over = summary["over_budget_seconds"]
+    overrun = f" (the search ended {over:.1f} s past --budget-minutes)" if over else ""
     human = "\n".join(
         [
             f"tuned {model_name}: {summary['trials']} trials in {summary['search_seconds']:.0f} s,"
-            f" {STOPPED_BY[summary['stopped_by']]} (parent run {summary['parent_run_id']})",
+            f" {STOPPED_BY[summary['stopped_by']]}{overrun}"
+            f" (parent run {summary['parent_run_id']})",
             f"  best validation ndcg@10 {summary['best_validation']:.4f} with "
             + json.dumps(summary["best_params"], sort_keys=True),
             f"  -> {summary['registered_model']} version {summary['model_version']}"

@@ -123,7 +123,9 @@ def tune(
 
     Stops after ``trials`` trials or when the next trial would end past
     ``budget_minutes`` (the first trial always runs); with neither, runs
-    ``DEFAULT_TRIALS``. Returns the JSON summary.
+    ``DEFAULT_TRIALS``. A running trial is not cut short: the summary's
+    ``over_budget_seconds`` says how far the search ran past the budget (None
+    without one). Returns the JSON summary.
     """
     max_trials, budget = _limits(trials, budget_minutes)
     if model_name not in MODELS:
@@ -198,6 +200,8 @@ def tune(
         if stopped_by != "space" and max_trials is not None and len(done) >= max_trials:
             stopped_by = "trials"
         mlflow.set_tag("tune_stopped_by", stopped_by)
+        # a trial is never cut short: one slower than the average seen can end past the budget
+        over_budget = None if budget is None else max(0.0, search_seconds - budget)
 
         best = max(done, key=lambda t: t.score)
         if best.score == -math.inf:
@@ -212,6 +216,7 @@ def tune(
                 "n_trials": len(done),
                 "n_failed_trials": n_failed,
                 "search_seconds": search_seconds,
+                **({} if over_budget is None else {"over_budget_seconds": over_budget}),
                 "best_" + VALIDATION_KEY: best.score,
             }
         )
@@ -251,6 +256,7 @@ def tune(
         "registered_model": final["registered_model"],
         "failed_trials": n_failed,
         "search_seconds": round(search_seconds, 3),
+        "over_budget_seconds": None if over_budget is None else round(over_budget, 3),
         "validation": {"fingerprint": validation.fingerprint, **validation.params},
     }
 
