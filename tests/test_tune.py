@@ -241,3 +241,14 @@ def test_the_summary_says_why_the_search_stopped(tuned, shop, monkeypatch):
     assert (
         "1 trials in" in result.output and "every point of the search space tried" in result.output
     )
+
+
+def test_a_seeded_bpr_tune_is_reproducible(shop):
+    """BPR's Hogwild SGD on several threads differs from fit to fit, whatever its seed."""
+    tracking = open_tracking(shop)
+    runs = [
+        tune(shop, "bpr", trials=2, seed=4, progress=False, tracking=tracking) for _ in range(2)
+    ]
+    assert runs[0]["best_params"] == runs[1]["best_params"]
+    assert runs[0]["best_validation"] == runs[1]["best_validation"]
+    assert runs[0]["metrics"] == runs[1]["metrics"]

@@ -33,7 +33,15 @@ DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     # alpha 0.1 on purchase weight 10: confidence = purchase count.
     ("als", "temporal"): {"factors": 100, "regularization": 0.1, "alpha": 0.1, "iterations": 15},
     ("als", "stratified"): {"factors": 200, "regularization": 10.0, "alpha": 1.0, "iterations": 15},
-    ("bpr", "*"): {"factors": 64, "learning_rate": 0.01, "regularization": 0.01, "iterations": 100},
+    # one thread: implicit's Hogwild SGD on several threads differs from fit to fit
+    # whatever its random_state, so neither a tune nor a training would repeat.
+    ("bpr", "*"): {
+        "factors": 64,
+        "learning_rate": 0.01,
+        "regularization": 0.01,
+        "iterations": 100,
+        "num_threads": 1,
+    },
     ("itemknn", "*"): {"similarity": "bm25", "K": 100},
     ("itemknn", "temporal"): {"similarity": "bm25", "K": 50, "data": {"weights": _UNIT_WEIGHTS}},
     ("itemknn", "stratified"): {"similarity": "bm25", "K": 200},
