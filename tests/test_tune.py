@@ -252,3 +252,20 @@ def test_a_seeded_bpr_tune_is_reproducible(shop):
     assert runs[0]["best_params"] == runs[1]["best_params"]
     assert runs[0]["best_validation"] == runs[1]["best_validation"]
     assert runs[0]["metrics"] == runs[1]["metrics"]
+
+
+def test_when_every_trial_fails_the_error_says_why_and_every_run_is_closed(shop, monkeypatch):
+    class Diverging:
+        def fit(self, matrix, context=None):
+            raise ValueError("factors diverged to NaN")
+
+    monkeypatch.setattr("training.tune.create_model", lambda name, **params: Diverging())
+    tracking = open_tracking(shop)
+    args = ["--data", str(shop), "tune", "--model", "als", "--trials", "2", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2  # a one-line error
+    assert "all 2 trials failed (ValueError: factors diverged to NaN)" in result.output
+    parent_id = result.output.rsplit("child runs of ", 1)[1].split()[0]
+    assert tracking.client.get_run(parent_id).info.status == "FAILED"
+    children = _children(tracking, parent_id)
+    assert len(children) == 2 and {r.info.status for r in children} == {"FAILED"}

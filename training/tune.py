@@ -72,6 +72,7 @@ class Trial:
     params: dict[str, Any]  # model parameters plus "data": the interaction config
     validation: dict[str, float]  # empty when the fit failed
     seconds: float
+    error: str = ""  # why the fit failed
 
     @property
     def score(self) -> float:
@@ -205,8 +206,10 @@ def tune(
 
         best = max(done, key=lambda t: t.score)
         if best.score == -math.inf:
+            errors = sorted({t.error for t in done if t.error})
+            why = f" ({'; '.join(errors)[:500]})" if errors else ""
             raise TuneError(
-                f"all {len(done)} trials failed; see the child runs of {parent.info.run_id}"
+                f"all {len(done)} trials failed{why}; see the child runs of {parent.info.run_id}"
             )
         n_failed = sum(not t.validation for t in done)
         best_model = {k: v for k, v in best.params.items() if k != "data"}
@@ -344,9 +347,10 @@ def _run_trial(
                 progress=False,
             )
         except (ValueError, FloatingPointError) as exc:  # e.g. a diverged fit
-            mlflow.set_tag("tune_error", f"{type(exc).__name__}: {exc}"[:1000])
+            error = f"{type(exc).__name__}: {exc}"[:1000]
+            mlflow.set_tag("tune_error", error)
             mlflow.end_run(status="FAILED")
-            return Trial(number, run.info.run_id, point, {}, time.perf_counter() - started)
+            return Trial(number, run.info.run_id, point, {}, time.perf_counter() - started, error)
         seconds = time.perf_counter() - started
         metrics = result.summary()
         mlflow.log_metrics({"validation_" + metric_key(k): v for k, v in metrics.items()})
