@@ -269,3 +269,14 @@ def test_when_every_trial_fails_the_error_says_why_and_every_run_is_closed(shop,
     assert tracking.client.get_run(parent_id).info.status == "FAILED"
     children = _children(tracking, parent_id)
     assert len(children) == 2 and {r.info.status for r in children} == {"FAILED"}
+
+
+def test_a_protocol_whose_settings_leave_nothing_to_fit_is_refused_before_any_trial(shop):
+    """Shop events hold no ratings, and stratified settings weigh only ratings."""
+    tracking = open_tracking(shop)
+    before = len(tracking.client.search_runs([tracking.experiment_id], max_results=1000))
+    args = ["--data", str(shop), "tune", "--model", "itemknn", "--protocol", "stratified"]
+    result = CliRunner().invoke(cli, [*args, "--trials", "2", "-q"])
+    assert result.exit_code == 2, result.output
+    assert "leave no interactions to fit on" in result.output
+    assert len(tracking.client.search_runs([tracking.experiment_id], max_results=1000)) == before

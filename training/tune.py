@@ -143,6 +143,13 @@ def tune(
     # only now, as train does: a mistyped --data must not get an MLflow store made in it
     tracking = tracking or open_tracking(data_dir)
     validation = validation_protocol(main)
+    _, config = hp.resolve(model_name, protocol, {})
+    if not main.train_matrix(config).nnz:  # as train refuses it, after every trial
+        raise TuneError(
+            f"the {protocol} protocol's interaction settings "
+            f"{json.dumps(config.as_dict(), default=str)} leave no interactions to fit on "
+            f"(event types: {', '.join(sorted(main.split.train['type'].unique()))})"
+        )
     contexts: dict[bool, FitContext] = {}
     rng = np.random.default_rng(seed)
     seen: set[str] = set()
