@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -159,6 +160,8 @@ def test_bad_limits_are_refused_before_any_run(shop):
         tune(shop, "itemknn", trials=0, progress=False)
     with pytest.raises(ParamError, match="--budget-minutes"):
         tune(shop, "itemknn", budget_minutes=0, progress=False)
+    with pytest.raises(ParamError, match="--budget-minutes"):  # else a search without end
+        tune(shop, "itemknn", budget_minutes=math.inf, progress=False)
 
 
 def test_temporal_validation_window_lies_before_the_test_window(shop):

@@ -275,8 +275,8 @@ def _limits(trials: int | None, budget_minutes: float | None) -> tuple[int | Non
     """(max trials or None, budget in seconds or None)."""
     if trials is not None and trials < 1:
         raise hp.ParamError(f"--trials must be >= 1, got {trials}")
-    if budget_minutes is not None and not budget_minutes > 0:
-        raise hp.ParamError(f"--budget-minutes must be > 0, got {budget_minutes}")
+    if budget_minutes is not None and not 0 < budget_minutes < math.inf:
+        raise hp.ParamError(f"--budget-minutes must be a number > 0, got {budget_minutes}")
     if trials is None and budget_minutes is None:
         trials = DEFAULT_TRIALS
     return trials, None if budget_minutes is None else budget_minutes * 60.0
