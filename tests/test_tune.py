@@ -36,10 +36,11 @@ def shop(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tuned(shop):
-    """Three item-kNN trials through the command line, and the versions before them."""
+    """Five item-kNN trials through the command line (the best is not the defaults), and
+    the versions before them."""
     tracking = open_tracking(shop)
     before = tracking.client.search_model_versions(f"name = '{tracking.registered_model}'")
-    args = ["--data", str(shop), "tune", "--model", "itemknn", "--trials", "3", "--seed", "7"]
+    args = ["--data", str(shop), "tune", "--model", "itemknn", "--trials", "5", "--seed", "1"]
     result = CliRunner().invoke(cli, [*args, "--json", "-q"])
     assert result.exit_code == 0, result.output
     return tracking, json.loads(result.stdout), len(before)
@@ -53,11 +54,11 @@ def _children(tracking, parent_run_id):
 
 def test_parent_run_holds_one_child_per_trial_and_the_best_run(tuned):
     tracking, summary, _ = tuned
-    assert summary["trials"] == 3
+    assert summary["trials"] == 5
     children = _children(tracking, summary["parent_run_id"])
     trials = [r for r in children if "tune_trial" in r.data.tags]
     finals = [r for r in children if r.data.tags.get("tune_best") == "true"]
-    assert len(trials) == 3 and len(finals) == 1 and len(children) == 4
+    assert len(trials) == 5 and len(finals) == 1 and len(children) == 6
     assert finals[0].info.run_id == summary["run_id"]
 
     scores = [r.data.metrics["validation_ndcg_at_10"] for r in trials]
@@ -70,7 +71,7 @@ def test_parent_run_holds_one_child_per_trial_and_the_best_run(tuned):
     assert finals[0].data.tags["tune_trial_run_id"] == best_trial.info.run_id
 
     parent = tracking.client.get_run(summary["parent_run_id"])
-    assert parent.data.metrics["n_trials"] == 3
+    assert parent.data.metrics["n_trials"] == 5
     assert parent.data.metrics["best_validation_ndcg_at_10"] == pytest.approx(max(scores))
     assert parent.data.params["best.model.similarity"] == summary["best_params"]["similarity"]
     assert summary["metrics"]["ndcg@10"] == pytest.approx(
@@ -236,13 +237,13 @@ def test_the_summary_says_why_the_search_stopped(tuned, shop, monkeypatch):
     assert parent.data.tags["tune_stopped_by"] == "trials"
     tiny = tune(shop, "ease", budget_minutes=1e-6, seed=1, progress=False, tracking=tracking)
     assert tiny["stopped_by"] == "budget"
-    # a space of one point: the second draw finds nothing new
+    # a space of one point besides the defaults: the second draw finds nothing new
     monkeypatch.setattr("training.tune.sample", lambda model, protocol, rng: {"K": 20})
     args = ["--data", str(shop), "tune", "--model", "itemknn", "--trials", "5", "-q"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert (
-        "1 trials in" in result.output and "every point of the search space tried" in result.output
+        "2 trials in" in result.output and "every point of the search space tried" in result.output
     )
 
 
@@ -283,3 +284,21 @@ def test_a_protocol_whose_settings_leave_nothing_to_fit_is_refused_before_any_tr
     assert result.exit_code == 2, result.output
     assert "leave no interactions to fit on" in result.output
     assert len(tracking.client.search_runs([tracking.experiment_id], max_results=1000)) == before
+
+
+def test_the_first_trial_is_the_defaults_so_a_tune_never_registers_worse(shop):
+    tracking = open_tracking(shop)
+    summary = tune(shop, "als", trials=3, seed=5, progress=False, tracking=tracking)
+    trials = {
+        int(r.data.tags["tune_trial"]): r
+        for r in _children(tracking, summary["parent_run_id"])
+        if "tune_trial" in r.data.tags
+    }
+    defaults, config = resolve("als", "temporal", {})
+    first = trials[0].data.params
+    assert first["model.alpha"] == str(defaults["alpha"])
+    assert first["model.factors"] == str(defaults["factors"])
+    assert first["data.weights.purchase"] == str(config.weights["purchase"])
+    scores = [t.data.metrics["validation_ndcg_at_10"] for t in trials.values()]
+    assert summary["best_validation"] == pytest.approx(max(scores), abs=1e-6)
+    assert summary["best_validation"] >= trials[0].data.metrics["validation_ndcg_at_10"] - 1e-6

@@ -11,7 +11,8 @@ is tested on.
   (25 % per item) with the next seed.
 
 One parent run holds a child run per trial (its parameters and validation
-metrics). The best point is then trained once on the main protocol with
+metrics); the first trial is the defaults (``training.params``), the others are
+drawn from ``training.search_space``. The best point is then trained once on the main protocol with
 ``train()``: that child run is registered as a model version and tagged
 ``tune_best=true`` and ``tune_params=<json>``, so a later ``recsys train``
 without ``--set`` starts from it (``best_known_params``).
@@ -295,9 +296,13 @@ def _more(done: list[Trial], started: float, max_trials: int | None, budget: flo
 def _new_point(
     model_name: str, protocol: str, rng: np.random.Generator, seen: set[str]
 ) -> dict[str, Any] | None:
-    """A point not tried yet, resolved to full parameters; None if none turns up."""
+    """A point not tried yet, resolved to full parameters; None if none turns up.
+
+    The first is the defaults, so that a tune never registers a point worse on
+    validation than what ``recsys train`` would use without it."""
     for _ in range(MAX_REDRAWS):
-        model_params, config = hp.resolve(model_name, protocol, sample(model_name, protocol, rng))
+        sets = sample(model_name, protocol, rng) if seen else {}
+        model_params, config = hp.resolve(model_name, protocol, sets)
         point = {**model_params, "data": config.as_dict()}
         key = json.dumps(point, sort_keys=True)
         if key not in seen:
