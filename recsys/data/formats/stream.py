@@ -43,7 +43,7 @@ from recsys.data.events import IDENTITY_COLUMNS, event_ids
 from recsys.data.formats.canonical import parse_events
 from recsys.data.importing import Batch
 from recsys.data.store import DataError, DataStore
-from recsys.snapshots.keys import Keys
+from recsys.snapshots.keys import PREFIX_ENV, Keys
 
 CURSOR_FILE = "stream_cursor.json"
 #: Entries per XRANGE call, and per imported batch.
@@ -197,6 +197,10 @@ def import_stream(src: str, store: DataStore, progress: bool = True) -> StreamIm
         redis_target,
     )
 
+    try:
+        Keys.from_env()  # a malformed prefix first, whatever Redis is meant
+    except ValueError as exc:
+        raise DataError(f"{PREFIX_ENV}: {exc}") from None
     if src == "redis":
         if not os.environ.get(REDIS_URL_ENV) and not (store.root / "redis").is_dir():
             raise DataError(
