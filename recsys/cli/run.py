@@ -199,18 +199,19 @@ def _check_redis(root: Path) -> None:
 
     from redis import RedisError
 
-    from recsys.snapshots.connection import REDIS_URL_ENV, RedisSettingError, open_store
-    from recsys.snapshots.keys import PREFIX_ENV, Keys
+    from recsys.snapshots.connection import (
+        REDIS_URL_ENV,
+        RedisSettingError,
+        keys_from_env,
+        open_store,
+    )
 
-    if not os.environ.get(REDIS_URL_ENV):
-        try:  # the embedded server's settings: only the key prefix
-            Keys.from_env()
-        except ValueError as exc:
-            raise UserError(f"{PREFIX_ENV}: {exc}") from exc
-        return
     try:
+        if not os.environ.get(REDIS_URL_ENV):
+            keys_from_env()  # the embedded server's one setting: the key prefix
+            return
         open_store(root)[1].ping()
-    except RedisSettingError as exc:  # e.g. a REDIS_URL without its scheme
+    except RedisSettingError as exc:  # a bad prefix, a REDIS_URL without its scheme
         raise UserError(str(exc)) from exc
     except RedisError as exc:
         raise UserError(f"Redis: {exc}") from exc
@@ -224,10 +225,7 @@ def other_data(shop, fmt: str) -> str | None:
     with no import of a file in the log are a shop generated before it was logged."""
     if not shop.has("events"):
         return None
-    log = read_import_log(shop.root) or []
-    generated = [i for i, summary in enumerate(log) if summary.get("format") == "generate"]
-    if generated:
-        log = log[generated[-1] :]
+    log, generated = _log_since_generated(shop)
     formats = {summary["format"] for summary in log}
     others = sorted(formats - {fmt, "stream", "generate"})
     if others:
@@ -247,11 +245,17 @@ def data_a_shop_would_replace(shop) -> str | None:
     events, items or customers, drained live events); None when a new synthetic
     shop replaces nothing else. A directory with events and no import log holds a
     shop generated before ``data generate`` logged itself."""
+    log, _ = _log_since_generated(shop)
+    formats = {s.get("format") for s in log if s.get("accepted", 1)} - {"generate", None}
+    return "imports of format " + ", ".join(sorted(formats)) if formats else None
+
+
+def _log_since_generated(shop) -> tuple[list[dict], bool]:
+    """The import log from the last generated shop on (all of it when none was
+    generated), and whether one was."""
     log = read_import_log(shop.root) or []
     generated = [i for i, summary in enumerate(log) if summary.get("format") == "generate"]
-    since = log[generated[-1] + 1 :] if generated else log
-    formats = sorted({s["format"] for s in since if s.get("accepted", 1) and s.get("format")})
-    return "imports of format " + ", ".join(formats) if formats else None
+    return (log[generated[-1] :], True) if generated else (log, False)
 
 
 def _model_names(model_names: str) -> list[str]:

@@ -51,19 +51,26 @@ class NoEmbeddedRedis(LookupError):
     """The data directory holds no embedded Redis, and ``REDIS_URL`` is not set."""
 
 
+def keys_from_env() -> Keys:
+    """``Keys.from_env()``, a malformed ``RECSYS_REDIS_PREFIX`` as ``RedisSettingError``."""
+    try:
+        return Keys.from_env()
+    except ValueError as exc:
+        raise RedisSettingError(f"{PREFIX_ENV}: {exc}") from None
+
+
 def open_store(data_dir: str | os.PathLike, create: bool = True) -> tuple[Keys, redis.Redis]:
     """The key names (``RECSYS_REDIS_PREFIX``) and the client (``connect``) of a job;
     checks both settings before any work. ``create=False`` refuses (``NoEmbeddedRedis``)
-    to start an embedded server in a directory that has none (a mistyped ``--data``)."""
-    try:
-        keys = Keys.from_env()
-    except ValueError as exc:
-        raise RedisSettingError(f"{PREFIX_ENV}: {exc}") from None
+    to start an embedded server in a directory that has none (a mistyped ``--data``):
+    one that has one holds its folder, made when the server first started (the
+    database file appears only at its first save)."""
+    keys = keys_from_env()
     url = os.environ.get(REDIS_URL_ENV)
-    if not create and not url and not Path(redis_target(data_dir)).exists():
+    if not create and not url and not Path(redis_target(data_dir)).parent.is_dir():
         raise NoEmbeddedRedis(
-            f"{data_dir} holds no embedded Redis (nothing was published there) and "
-            f"{REDIS_URL_ENV} is not set"
+            f"{data_dir} holds no embedded Redis (nothing was published or served there) "
+            f"and {REDIS_URL_ENV} is not set: check --data"
         )
     try:
         return keys, connect(data_dir)

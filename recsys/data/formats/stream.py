@@ -43,7 +43,7 @@ from recsys.data.events import IDENTITY_COLUMNS, event_ids
 from recsys.data.formats.canonical import parse_events
 from recsys.data.importing import Batch
 from recsys.data.store import DataError, DataStore
-from recsys.snapshots.keys import PREFIX_ENV, Keys
+from recsys.snapshots.keys import Keys
 
 CURSOR_FILE = "stream_cursor.json"
 #: Entries per XRANGE call, and per imported batch.
@@ -191,26 +191,20 @@ class StreamImport:
 def import_stream(src: str, store: DataStore, progress: bool = True) -> StreamImport:
     """The event stream of ``src`` (``redis`` or a Redis URL) as import batches."""
     from recsys.snapshots.connection import (
-        REDIS_URL_ENV,
+        NoEmbeddedRedis,
         RedisSettingError,
+        keys_from_env,
         open_store,
         redis_target,
     )
 
     try:
-        Keys.from_env()  # a malformed prefix first, whatever Redis is meant
-    except ValueError as exc:
-        raise DataError(f"{PREFIX_ENV}: {exc}") from None
+        keys_from_env()  # a malformed prefix first, whatever Redis is meant
+        if src == "redis":  # a mistyped --data: no embedded Redis made there to read nothing
+            _, client = open_store(store.root, create=False)
+    except (RedisSettingError, NoEmbeddedRedis) as exc:  # e.g. a REDIS_URL without its scheme
+        raise DataError(str(exc)) from None
     if src == "redis":
-        if not os.environ.get(REDIS_URL_ENV) and not (store.root / "redis").is_dir():
-            raise DataError(
-                f"{store.root} holds no embedded Redis (nothing was published or served "
-                f"there): check --data, or give the Redis to drain as a redis:// URL"
-            )
-        try:
-            _, client = open_store(store.root)
-        except RedisSettingError as exc:  # e.g. a REDIS_URL without its scheme
-            raise DataError(str(exc)) from None
         target = redis_target(store.root)
     elif src.startswith(("redis://", "rediss://", "unix://")):
         client, target = redis.Redis.from_url(src), src
