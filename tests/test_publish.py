@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import redis
+from shops import generated_shop
 
 from recsys.bundle import ModelBundle
 from recsys.candidates import recommend_excluding
@@ -32,15 +33,12 @@ from training.train import train
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
     """A small shop whose champion is item-kNN (so bought items are excluded)."""
-    mp = pytest.MonkeyPatch()
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     root = tmp_path_factory.mktemp("shop")
-    generate_shop(DataStore(root), users=700, items=150, days=90, seed=5, progress=False)
-    tracking = open_tracking(root)
-    result = train(root, "itemknn", {}, progress=False, tracking=tracking)
-    promote(tracking, result["model_version"])
-    yield root
-    mp.undo()
+    with generated_shop(root, users=700, items=150, days=90, seed=5):
+        tracking = open_tracking(root)
+        result = train(root, "itemknn", {}, progress=False, tracking=tracking)
+        promote(tracking, result["model_version"])
+        yield root
 
 
 @pytest.fixture

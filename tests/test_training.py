@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from shops import generated_shop
 
 from recsys.bundle import ModelBundle
 from recsys.cli import cli
@@ -36,13 +37,9 @@ from training.train import train
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
     """A small synthetic shop with its own MLflow store (embedded SQLite default)."""
-    mp = pytest.MonkeyPatch()
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mp.setenv("RECSYS_REGISTERED_MODEL", "test-shop")
     root = tmp_path_factory.mktemp("shop")
-    generate_shop(DataStore(root), users=600, items=120, days=90, seed=3, progress=False)
-    yield root
-    mp.undo()
+    with generated_shop(root, "test-shop", users=600, items=120, days=90, seed=3):
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from shops import generated_shop
 
 from recsys.cli import cli
 from recsys.data.store import DataStore
-from recsys.data.synthetic import generate_shop
 from recsys.models.registry import MODELS, create_model
 from recsys.protocols import load_protocol, protocol_from_split
 from recsys.splits import stratified_split
@@ -25,13 +25,9 @@ from training.tune import tune, validation_protocol
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mp.setenv("RECSYS_REGISTERED_MODEL", "tune-test")
     root = tmp_path_factory.mktemp("tune-shop")
-    generate_shop(DataStore(root), users=300, items=80, days=60, seed=1, progress=False)
-    yield root
-    mp.undo()
+    with generated_shop(root, "tune-test", users=300, items=80, days=60, seed=1):
+        yield root
 
 
 @pytest.fixture(scope="module")
