@@ -201,6 +201,12 @@ def _load(gateway: RedisGateway, version: str, cache_similar_max_items: int) -> 
     position = 0
     markets: dict[str, Market] = {}
     if countries:
+        lost = [c for c, blob in zip(countries, out[0], strict=True) if blob is None]
+        if lost:  # read as "nothing offered", every list there would fall to empty
+            raise SnapshotNotReady(
+                f"snapshot {version} is incomplete: the offers of market(s) "
+                f"{', '.join(lost)} are missing"
+            )
         for country, blob in zip(countries, out[0], strict=True):
             markets[country] = _market(country, currencies.get(country), blob, len(item_ids))
         position = 1

@@ -754,3 +754,35 @@ def test_a_publish_failing_while_redis_is_gone_reports_its_own_error(monkeypatch
             raise RuntimeError("scoring failed")  # not hidden by the lock's release
     finally:
         server.close()
+
+
+def test_a_market_with_nothing_in_stock_is_published_and_served_as_such(tmp_path, env, redis_url):
+    """Its offers table is written empty: serving loads the snapshot (a market's offers
+    that are missing make a snapshot incomplete) and answers the market with an empty
+    list, the other markets as usual."""
+    from serving import create_app
+    from serving.config import ServingConfig
+
+    client, keys = env
+    root = tmp_path / "shop"
+    data = DataStore(root)
+    generate_shop(data, users=150, items=30, days=40, seed=3, progress=False)
+    offers = data.read("item_markets")
+    closed, open_market = sorted(offers["country"].unique())[:2]
+    offers.loc[offers["country"] == closed, "stock"] = 0
+    with data.transaction() as txn:
+        txn.replace_table("item_markets")
+        txn.write_part("item_markets", offers)
+    tracking = open_tracking(root)
+    promote(
+        tracking, train(root, "popular", {}, progress=False, tracking=tracking)["model_version"]
+    )
+    version = publish(root, n=10, k_similar=5, progress=False)["version"]
+    assert client.get(keys.market(version, closed)) == b""
+    app = create_app(ServingConfig(redis_url=redis_url, key_prefix=keys.prefix).checked())
+    answers = {
+        market: app.test_client().get(f"/v1/popular?country={market}&n=5").get_json()
+        for market in (closed, open_market)
+    }
+    assert all(a["version"] == version and a["degraded"] is False for a in answers.values())
+    assert answers[closed]["items"] == [] and len(answers[open_market]["items"]) == 5

@@ -48,12 +48,15 @@ def test_a_malformed_current_pointer_is_not_a_500(client, shop, pointer):
     assert client.get(QUERY).get_json()["degraded"] is False
 
 
-@pytest.mark.parametrize("deleted", ["item_ids", "item_categories", "categories"])
+@pytest.mark.parametrize("deleted", ["item_ids", "item_categories", "categories", "market"])
 def test_a_snapshot_with_deleted_keys_is_not_loaded(client, shop, deleted):
+    """A market's offers too: read as an empty market, every visitor there got an
+    empty list from a snapshot that looked loaded."""
     _, redis_client, keys, version = shop
     assert client.get(QUERY).get_json()["version"] == version
     broken = write_shop(redis_client, keys)
-    redis_client.delete(getattr(keys, deleted)(broken))  # evicted, or deleted under us
+    key = keys.market(broken, "GB") if deleted == "market" else getattr(keys, deleted)(broken)
+    assert redis_client.delete(key) == 1  # evicted, or deleted under us
     _degraded_from(client, version)
     for path in ("/v1/items/a0/similar?country=GB&n=2", "/v1/popular?country=GB&n=2"):
         response = client.get(path)

@@ -199,7 +199,9 @@ def publish(
         writer.set(keys.item_ids(snapshot), "\n".join(item_map.ids()))
         writer.set(keys.categories(snapshot), "\n".join(popularity.categories))
         writer.set(keys.item_categories(snapshot), pack_int32(popularity.item_category))
-        for country, (offer_ids, prices) in offers.items():
+        nothing = (np.empty(0, np.int64), np.empty(0, np.float32))
+        for country in currencies:  # a market with nothing in stock too: an empty table
+            offer_ids, prices = offers.get(country, nothing)
             writer.set(keys.market(snapshot, country), pack_offers(offer_ids, prices))
         bar = tqdm(total=len(users) + len(sim_ids), desc="write", unit="key", disable=not progress)
         for start in range(0, len(users), USER_BATCH):
