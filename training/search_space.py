@@ -3,7 +3,9 @@
 Every space maps a ``--set`` style key (dotted for nested values) to a
 sampler ``rng -> value``; ``sample`` draws one point as the nested ``sets``
 dict that ``training.params.resolve`` takes. Floats drawn on a log scale are
-rounded to three significant digits so that runs stay readable.
+rounded to three significant digits so that runs stay readable. Every space
+holds the defaults of ``training.params`` (a test checks it): a search is
+then never confined to a region away from the settings known to work.
 """
 
 from __future__ import annotations
@@ -16,27 +18,45 @@ import numpy as np
 
 from training import params as hp
 
-Sampler = Callable[[np.random.Generator], Any]
+Sampler = Callable[[np.random.Generator], Any]  # choice, log_uniform
 
 
-def choice(*values: Any) -> Sampler:
-    """One of ``values``, uniformly."""
-    return lambda rng: values[int(rng.integers(len(values)))]
+class choice:  # noqa: N801 (reads as the sampler it makes: choice(16, 32))
+    """A sampler: one of ``values``, uniformly."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values = values
+
+    def __call__(self, rng: np.random.Generator) -> Any:
+        return self.values[int(rng.integers(len(self.values)))]
+
+    def covers(self, value: Any) -> bool:
+        """Whether ``value`` can be drawn."""
+        return value in self.values
 
 
-def log_uniform(low: float, high: float) -> Sampler:
-    """A float between ``low`` and ``high``, uniform on a log scale."""
-    if not 0 < low < high:
-        raise ValueError(f"log_uniform needs 0 < low < high, got {low}, {high}")
-    return lambda rng: _round(float(np.exp(rng.uniform(np.log(low), np.log(high)))))
+class log_uniform:  # noqa: N801
+    """A sampler: a float between ``low`` and ``high``, uniform on a log scale."""
+
+    def __init__(self, low: float, high: float) -> None:
+        if not 0 < low < high:
+            raise ValueError(f"log_uniform needs 0 < low < high, got {low}, {high}")
+        self.low, self.high = low, high
+
+    def __call__(self, rng: np.random.Generator) -> float:
+        return _round(float(np.exp(rng.uniform(np.log(self.low), np.log(self.high)))))
+
+    def covers(self, value: Any) -> bool:
+        """Whether ``value`` lies in the range drawn from."""
+        return isinstance(value, int | float) and self.low <= value <= self.high
 
 
 #: Model hyper-parameters searched per model.
 MODEL_SPACES: dict[str, dict[str, Sampler]] = {
-    "als": {
-        "factors": choice(16, 32, 64, 128),
-        "regularization": log_uniform(1e-3, 1.0),
-        "alpha": log_uniform(0.5, 50.0),
+    "als": {  # the defaults: alpha 0.1 (temporal), 200 factors and reg 10 (stratified)
+        "factors": choice(16, 32, 64, 100, 128, 200),
+        "regularization": log_uniform(1e-3, 30.0),
+        "alpha": log_uniform(0.05, 50.0),
         "iterations": choice(10, 15, 25),
     },
     "bpr": {
@@ -66,7 +86,7 @@ MODEL_SPACES: dict[str, dict[str, Sampler]] = {
         "count": choice("users", "weight"),
         "half_life_days": choice(None, 14.0, 30.0, 90.0),
     },
-    "buy-again": {"half_life_days": choice(None, 14.0, 30.0, 60.0, 120.0)},
+    "buy-again": {"half_life_days": choice(None, 14.0, 30.0, 60.0, 120.0, 180.0)},
     "ranker": {
         "n_windows": choice(2, 3, 4),
         "n_neighbours": choice(50, 100, 200),
