@@ -9,7 +9,7 @@ without the server's share. Known customers rotate as in
   interleaved, median of ``--repeats`` passes, and their ratio;
 - ``--breakdown``: also the engine's parts alone, each in a tight loop of its
   own over the same customers (process CPU per call, median of the passes):
-  the request pipeline (``RedisGateway.fetch`` of MGET + GET + LRANGE +
+  the request pipeline (``RedisGateway.fetch`` of MGET + GET + ZRANGE +
   SMEMBERS), ``Engine.recommend`` whole, and, where the code has
   ``serving.params.Query``, parsing and validating the query in a request
   context (the bare context subtracted);
@@ -119,7 +119,7 @@ def breakdown(app, customers: list[tuple[str, str]], recs: list[dict], args) -> 
         [
             ("MGET", keys.current, keys.rules_generation),
             ("GET", keys.user(version, user)),
-            ("LRANGE", keys.recent_views(user), 0, 4),
+            ("ZRANGE", keys.recent_views(user), 0, 4, "REV"),
             ("SMEMBERS", keys.bought(user)),
         ]
         for user, _ in customers

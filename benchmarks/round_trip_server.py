@@ -66,7 +66,7 @@ def build_app(data: Path, body: str = '{"items":[]}'):
         def commands(snap):
             return [
                 ("GET", keys.user(snap.version, user)),
-                ("LRANGE", keys.recent_views(user), 0, last),
+                ("ZRANGE", keys.recent_views(user), 0, last, "REV"),
                 ("SMEMBERS", keys.bought(user)),
             ]
 

@@ -16,6 +16,7 @@ answer without the visitor's live state, marked ``"degraded": true``.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -89,10 +90,9 @@ class Engine:
         self._pointer = pack_commands([("MGET", self.keys.current, self.keys.rules_generation)])
         #: a recommendation's reads (``Keys.customer``, ``Keys.session``), packed by template
         last = max(config.session_seeds - 1, 0)
-        self._customer_reads = resp_template(
-            ("GET", SLOT), ("LRANGE", SLOT, 0, last), ("SMEMBERS", SLOT)
-        )
-        self._session_reads = resp_template(("LRANGE", SLOT, 0, last), ("SMEMBERS", SLOT))
+        newest = ("ZRANGE", SLOT, 0, last, "REV")  # recent views, newest first
+        self._customer_reads = resp_template(("GET", SLOT), newest, ("SMEMBERS", SLOT))
+        self._session_reads = resp_template(newest, ("SMEMBERS", SLOT))
         gateway.on_round_trip = metrics.round_trips.inc
         gateway.on_failure = metrics.redis_failures.inc
         half_floats()  # the score table, built before gunicorn forks: its pages are shared
@@ -409,9 +409,13 @@ class Engine:
 
         Events older than their live state lasts (``views_ttl_s``, ``bought_ttl_s``),
         e.g. a replayed backlog, go to the stream only: a view of last month is no
-        recent view."""
+        recent view. Recent views are ordered by the views' own times, not by
+        arrival: a replayed older view goes behind the newer ones, and never moves
+        back an item viewed since (``ZADD GT``). Views of one request at the same
+        time (e.g. none given) keep their order in it, one microsecond apart."""
         cfg, keys = self.config, self.keys
-        views: dict[str, list[str]] = {}
+        views: dict[str, dict[str, float]] = {}  # key -> item -> score (view time)
+        latest: dict[str, float] = {}  # key -> its newest score so far
         bought: dict[str, list[str]] = {}
         now = time.time()
         for event in sorted(events, key=lambda e: e.timestamp):
@@ -430,14 +434,14 @@ class Engine:
                     bought.setdefault(key, []).append(event.item_id)
                 else:
                     key = keys.recent_views(who) if kind == "user" else keys.session_views(who)
-                    views.setdefault(key, []).append(event.item_id)
+                    # events come in time order: each view scores above the key's last
+                    score = max(event.timestamp.timestamp(), latest.get(key, -math.inf) + 1e-6)
+                    views.setdefault(key, {})[event.item_id] = latest[key] = score
 
         def build(pipe):
-            for key, items in views.items():
-                for item in items:
-                    pipe.lrem(key, 0, item)
-                    pipe.lpush(key, item)
-                pipe.ltrim(key, 0, max(cfg.views_kept - 1, 0))
+            for key, scores in views.items():
+                pipe.zadd(key, scores, gt=True)
+                pipe.zremrangebyrank(key, 0, -cfg.views_kept - 1)  # the newest views_kept stay
                 pipe.expire(key, cfg.views_ttl_s)
             for key, items in bought.items():
                 pipe.sadd(key, *items)

@@ -84,8 +84,8 @@ DOCUMENT = {
                     _query(
                         "session_id",
                         _ID,
-                        "Session id whose recent views (POST /v1/events) "
-                        "feed session recommendations.",
+                        "Session id whose recent views (POST /v1/events; newest by "
+                        "the events' own times) feed session recommendations.",
                     ),
                     _query("session_items", _IDS, "Items viewed in this session, newest first."),
                     COUNTRY,

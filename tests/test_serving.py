@@ -230,7 +230,7 @@ def test_session_views_feed_the_next_response_and_go_to_the_stream(client, shop)
     assert out["accepted"] == 2 and len(out["stream_ids"]) == 2
     body = get(client, "/v1/recommendations?session_id=s-1&country=DE&n=2")
     assert body["source"] == "session" and ids_of(body) == ["b2", "b4"]
-    assert redis_client.lrange(keys.session_views("s-1"), 0, -1) == [b"b3"]  # no repeats
+    assert redis_client.zrange(keys.session_views("s-1"), 0, -1) == [b"b3"]  # no repeats
     entries = redis_client.xrange(keys.event_stream)
     assert [e[1][b"type"] for e in entries] == [b"view", b"add_to_cart"]
     assert entries[0][1][b"country"] == b"DE" and b"timestamp" in entries[0][1]
@@ -445,7 +445,7 @@ def test_before_the_first_publish_lists_are_503_and_readyz_says_so(redis_url):
 
 def test_keys_refuse_new_live_key_names_with_bad_ids():
     keys = Keys("p")
-    assert keys.session_views("s1") == "p:live:session-views:s1"
+    assert keys.session_views("s1") == "p:live:session-views-v2:s1"
     for bad in ("a:b", "a b", "", "s1\n"):
         with pytest.raises(ValueError):
             keys.session_views(bad)
@@ -484,7 +484,7 @@ def test_views_kept_zero_keeps_no_recent_views(shop):
         {"type": "purchase", "session_id": "s-none", "item_id": "a1"},
     ]
     assert post_events(client, events)["accepted"] == 2
-    assert not redis_client.exists(keys.session_views("s-none"))  # LTRIM 0 0 kept one
+    assert not redis_client.exists(keys.session_views("s-none"))  # not even one kept
     assert redis_client.smembers(keys.session_bought("s-none")) == {b"a1"}
     body = get(client, "/v1/recommendations?session_id=s-none&country=GB&n=3")
     assert body["source"] == "popular_country" and "a1" not in ids_of(body)

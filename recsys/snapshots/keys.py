@@ -22,6 +22,13 @@ DEFAULT_PREFIX = "recsys"
 VERSION_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{6}\Z")
 _PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,40}\Z")
 _COUNTRY_PATTERN = re.compile(r"^[A-Z]{2}\Z")
+#: Kinds of the recent-views keys (``<prefix>:live:<kind>:<id>``). They were lists
+#: ordered by arrival under ``views`` / ``session-views``; they are sorted sets
+#: ordered by the views' own times since ``-v2``. The new names keep a list left
+#: by earlier code from meeting a sorted-set command (WRONGTYPE): such lists are
+#: ignored and expire by their TTL (``views_ttl_s``).
+_VIEWS = "views-v2"
+_SESSION_VIEWS = "session-views-v2"
 
 
 @dataclass(frozen=True)
@@ -112,8 +119,9 @@ class Keys:
 
     # -- live state (not versioned: it outlives snapshots) -------------------------
     def recent_views(self, visitor: str) -> str:
-        """List of the item ids a customer viewed last (newest first)."""
-        return self._live("views", _checked_id(visitor))
+        """Sorted set of the item ids a customer viewed last (score: time of the
+        newest view, epoch seconds). See ``_VIEWS`` for its name."""
+        return self._live(_VIEWS, _checked_id(visitor))
 
     def bought(self, user_id: str) -> str:
         """Set of the item ids a customer bought since the snapshot."""
@@ -123,17 +131,18 @@ class Keys:
         """What a recommendation reads for one customer: ``user`` (candidates),
         ``recent_views`` and ``bought``, the id checked once."""
         uid = _checked_id(user_id)
-        return self._users(version) + uid, self._live("views", uid), self._live("bought", uid)
+        return self._users(version) + uid, self._live(_VIEWS, uid), self._live("bought", uid)
 
     def session(self, session_id: str) -> tuple[str, str]:
         """What a recommendation reads for one session: ``session_views`` and
         ``session_bought``, the id checked once."""
         sid = _checked_id(session_id)
-        return self._live("session-views", sid), self._live("session-bought", sid)
+        return self._live(_SESSION_VIEWS, sid), self._live("session-bought", sid)
 
     def session_views(self, session_id: str) -> str:
-        """List of the item ids an (anonymous) session viewed last (newest first)."""
-        return self._live("session-views", _checked_id(session_id))
+        """Sorted set of the item ids an (anonymous) session viewed last, scored as
+        ``recent_views``."""
+        return self._live(_SESSION_VIEWS, _checked_id(session_id))
 
     def session_bought(self, session_id: str) -> str:
         """Set of the item ids a session bought (guest checkout)."""
