@@ -412,7 +412,9 @@ class Engine:
         recent view. Recent views are ordered by the views' own times, not by
         arrival: a replayed older view goes behind the newer ones, and never moves
         back an item viewed since (``ZADD GT``). Views of one request at the same
-        time (e.g. none given) keep their order in it, one microsecond apart."""
+        time (e.g. none given) keep their order in it, one microsecond apart. Each
+        write also drops the visitor's views that are older than ``views_ttl_s``
+        (the key's TTL, renewed by every write, would otherwise keep them)."""
         cfg, keys = self.config, self.keys
         views: dict[str, dict[str, float]] = {}  # key -> item -> score (view time)
         latest: dict[str, float] = {}  # key -> its newest score so far
@@ -441,6 +443,7 @@ class Engine:
         def build(pipe):
             for key, scores in views.items():
                 pipe.zadd(key, scores, gt=True)
+                pipe.zremrangebyscore(key, "-inf", f"({now - cfg.views_ttl_s!r}")  # expired
                 pipe.zremrangebyrank(key, 0, -cfg.views_kept - 1)  # the newest views_kept stay
                 pipe.expire(key, cfg.views_ttl_s)
             for key, items in bought.items():

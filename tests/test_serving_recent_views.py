@@ -113,3 +113,16 @@ def test_recent_views_lists_of_the_earlier_format_are_ignored(shop, visitor):
     assert session_list(client, visitor) == ["b2", "b4"]
     assert newest_first(shop, visitor) == ["b3"]
     assert redis_client.lrange(old, 0, -1) == [b"a3", b"b0"] and redis_client.ttl(old) > 0
+
+
+def test_views_older_than_their_time_to_live_leave_at_the_next_write(shop, visitor):
+    """The key's TTL is renewed by every write, so a visitor who keeps browsing kept
+    seeding lists with views far older than ``views_ttl_s``."""
+    client = api(shop, views_ttl_s=3600)
+    post(client, visitor, ("a0", 50))
+    _, redis_client, keys, _ = shop
+    field, who = visitor
+    key = keys.session_views(who) if field == "session_id" else keys.recent_views(who)
+    redis_client.zadd(key, {"a0": redis_client.zscore(key, "a0") - 20 * 60})  # now 70 min ago
+    post(client, visitor, ("b3", 5))
+    assert newest_first(shop, visitor) == ["b3"]
