@@ -338,13 +338,16 @@ def run_dataset(key: str, data_dir: Path, args) -> dict:
     from recsys.protocols import load_protocol
 
     protocol = DATASETS[key]["protocol"]
-    store = DataStore(data_dir)
     cutoff = args.retail_cutoff if protocol == "temporal" else None
-    data = load_protocol(store, protocol, cutoff=cutoff, seed=args.seed)
-    print(f"{key}: {protocol} {data.params} {data.split.summary()}", file=sys.stderr, flush=True)
     names = args.models.split(",") if args.models else OUR_MODELS[protocol]
-    out = {"protocol": protocol, "params": data.params, "split": data.split.summary()}
-    out["rows"] = reference_rows(data, args.threads) + our_rows(data, store, names, args.threads)
+    with DataStore(data_dir).pinned() as store:  # the split and the features of one manifest
+        data = load_protocol(store, protocol, cutoff=cutoff, seed=args.seed)
+        split = data.split.summary()
+        print(f"{key}: {protocol} {data.params} {split}", file=sys.stderr, flush=True)
+        out = {"protocol": protocol, "params": data.params, "split": split}
+        out["rows"] = reference_rows(data, args.threads) + our_rows(
+            data, store, names, args.threads
+        )
     if args.als_overhead:
         out["als_overhead"] = als_overhead(data, args.als_overhead, args.threads)
     if args.memory:

@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.data.store import DataStore
+from recsys.data.store import TableReader
 from recsys.idmap import IdMap
 
 PRICE_BANDS = 5
 
 
-def item_features(store: DataStore, item_map: IdMap) -> tuple[sp.csr_matrix, list[str]]:
+def item_features(store: TableReader, item_map: IdMap) -> tuple[sp.csr_matrix, list[str]]:
     """One row per item of ``item_map``: category levels, brand, tags, price band."""
     pairs: list[pd.DataFrame] = []
     if store.has("items"):
@@ -48,7 +48,7 @@ def item_features(store: DataStore, item_map: IdMap) -> tuple[sp.csr_matrix, lis
 
 
 def user_features(
-    store: DataStore, user_map: IdMap, user_country: np.ndarray | None = None
+    store: TableReader, user_map: IdMap, user_country: np.ndarray | None = None
 ) -> tuple[sp.csr_matrix, list[str]]:
     """One row per user of ``user_map``: country and language."""
     ids = user_map.ids(np.arange(len(user_map)))
@@ -82,7 +82,7 @@ def user_feature_names(country: str | None, language: str | None) -> list[str]:
     return out
 
 
-def _price_bands(store: DataStore) -> pd.DataFrame:
+def _price_bands(store: TableReader) -> pd.DataFrame:
     prices = store.read("item_markets", columns=["item_id", "currency", "price"]).dropna()
     if not len(prices):
         return pd.DataFrame({"item_id": [], "feature": []})

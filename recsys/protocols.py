@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.data.markets import MARKETS
-from recsys.data.store import DataStore
+from recsys.data.store import TableReader
 from recsys.idmap import IdMap
 from recsys.interactions import InteractionConfig, build_interactions
 from recsys.models.base import FitContext
@@ -83,7 +83,7 @@ class ProtocolData:
         new.eliminate_zeros()
         return new
 
-    def fit_context(self, store: DataStore | None = None) -> FitContext:
+    def fit_context(self, store: TableReader | None = None) -> FitContext:
         """Side information for ``fit``: countries, train events with times and types, features."""
         train = self.split.train
         member = train["user_id"].notna().to_numpy()
@@ -102,10 +102,13 @@ class ProtocolData:
         if store is not None:
             from recsys.features import item_features, user_features
 
-            context.item_features, context.item_feature_names = item_features(store, self.item_map)
-            context.user_features, context.user_feature_names = user_features(
-                store, self.user_map, self.user_country
-            )
+            with store.pinned() as view:  # items, markets and customers of one manifest
+                context.item_features, context.item_feature_names = item_features(
+                    view, self.item_map
+                )
+                context.user_features, context.user_feature_names = user_features(
+                    view, self.user_map, self.user_country
+                )
         return context
 
 
@@ -119,7 +122,7 @@ def default_interaction_config(protocol: str) -> InteractionConfig:
 
 
 def load_protocol(
-    store: DataStore, name: str, cutoff: str | None = None, test_days: float = 30, seed: int = 42
+    store: TableReader, name: str, cutoff: str | None = None, test_days: float = 30, seed: int = 42
 ) -> ProtocolData:
     """Split the store's events by protocol ``name`` and build the test matrices."""
     if name not in PROTOCOLS:
@@ -129,6 +132,13 @@ def load_protocol(
             pd.Timestamp(cutoff)
         except ValueError as exc:
             raise ValueError(f"--cutoff {cutoff!r} is not a date, e.g. 2024-03-01 ({exc})") from exc
+    with store.pinned() as view:  # events and customers of one manifest
+        return _load_protocol(view, name, cutoff, test_days, seed)
+
+
+def _load_protocol(
+    store: TableReader, name: str, cutoff: str | None, test_days: float, seed: int
+) -> ProtocolData:
     if not store.has("events"):
         raise ValueError(f"{store.root} holds no events; import or generate data first")
     events = store.read("events", columns=EVENT_COLUMNS)

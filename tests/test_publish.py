@@ -19,7 +19,7 @@ from shops import generated_shop
 
 from recsys.bundle import ModelBundle
 from recsys.candidates import recommend_excluding
-from recsys.data.store import DataStore
+from recsys.data.store import DataStore, TableReader
 from recsys.data.synthetic import generate_shop
 from recsys.snapshots.codec import pack, unpack, unpack_int32, unpack_lists, unpack_offers
 from recsys.snapshots.keys import Keys
@@ -322,17 +322,18 @@ def test_publish_reads_no_data_while_it_holds_the_lock(shop, env, monkeypatch):
     table of a large catalog under it (it was read twice there) could outlast a short
     TTL and fail every publish with 'lost the publish lock'."""
     client, keys = env
-    read = DataStore.read
-    under_lock = []
+    read = TableReader.read  # every read: a pinned view's too
+    tables, under_lock = [], []
 
     def reading(self, table, *args, **kwargs):
+        tables.append(table)
         if client.exists(keys.publish_lock):
             under_lock.append(table)
         return read(self, table, *args, **kwargs)
 
-    monkeypatch.setattr(DataStore, "read", reading)
+    monkeypatch.setattr(TableReader, "read", reading)
     out = publish(shop, n=10, k_similar=5, progress=False)
-    assert under_lock == []
+    assert "item_markets" in tables and under_lock == []
     markets = json.loads(SnapshotReader(client, keys).meta(out["version"])["markets"])
     assert markets["DE"] == "EUR"
     assert client.exists(keys.market(out["version"], "DE"))

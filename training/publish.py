@@ -32,7 +32,7 @@ from mlflow.exceptions import MlflowException
 from tqdm import tqdm
 
 from recsys.bundle import ModelBundle
-from recsys.data.store import DataStore
+from recsys.data.store import DataStore, TableReader
 from recsys.idmap import IdMap
 from recsys.interactions import InteractionConfig, build_interactions
 from recsys.progress import elapsed
@@ -136,60 +136,66 @@ def publish(
     max_rate: float | None = None,
     lock_ttl_s: float = 30.0,
     refit: bool = False,
+    store: TableReader | None = None,
 ) -> dict:
-    """Compute and write one snapshot; returns the JSON summary."""
+    """Compute and write one snapshot; returns the JSON summary.
+
+    Every table comes from ``store`` (a pinned view of the job that publishes),
+    or else from one view of ``data_dir`` pinned while this reads.
+    """
     started = time.perf_counter()
     try:
         tracking = open_tracking(data_dir, create=False)
     except NoTrackingStore as exc:
         raise PublishError(str(exc)) from None
     name, version = resolve_version(tracking, model_ref)
-    store = DataStore(data_dir)
-    if not store.has("events"):  # the snapshot would replace the current one with empty lists
-        raise PublishError(
-            f"{data_dir} holds no events: a snapshot of it would have no customer and no "
-            "popular list; check --data (the events the model was trained on live there)"
-        )
-    try:
-        keys, client = open_store(data_dir)
-    except RedisSettingError as exc:
-        raise PublishError(str(exc)) from None
-    client.ping()  # an unreachable Redis fails now, not after computing every list
-    _refuse_evicting(client)
-    mv = tracking.client.get_model_version(name, version)
-    refit_seconds = None
-    if refit:
-        fit_started = time.perf_counter()
-        try:
-            bundle = refit_on_all_events(store, mv, progress)
-        except ValueError as exc:  # e.g. a ranker's recipe on events without purchases
+    # every table from one manifest; the pin ends before Redis is written
+    with (store or DataStore(data_dir)).pinned() as store:
+        if not store.has("events"):  # the snapshot would replace the current one with empty lists
             raise PublishError(
-                f"the recipe of {name} version {version} cannot be fitted on the events of "
-                f"{data_dir} ({exc}); publish without --refit, or another version"
-            ) from exc
-        refit_seconds = round(time.perf_counter() - fit_started, 2)
-    else:
+                f"{data_dir} holds no events: a snapshot of it would have no customer and no "
+                "popular list; check --data (the events the model was trained on live there)"
+            )
         try:
-            bundle = load_bundle(name, version)
-        except (MlflowException, OSError) as exc:  # its run or artifacts were deleted
-            raise PublishError(
-                f"the model bundle of {name} version {version} cannot be read ({exc}); "
-                "publish another version, or train and promote a new one"
-            ) from None
-    events = store.read("events", columns=EVENT_COLUMNS)
+            keys, client = open_store(data_dir)
+        except RedisSettingError as exc:
+            raise PublishError(str(exc)) from None
+        client.ping()  # an unreachable Redis fails now, not after computing every list
+        _refuse_evicting(client)
+        mv = tracking.client.get_model_version(name, version)
+        refit_seconds = None
+        if refit:
+            fit_started = time.perf_counter()
+            try:
+                bundle = refit_on_all_events(store, mv, progress)
+            except ValueError as exc:  # e.g. a ranker's recipe on events without purchases
+                raise PublishError(
+                    f"the recipe of {name} version {version} cannot be fitted on the events of "
+                    f"{data_dir} ({exc}); publish without --refit, or another version"
+                ) from exc
+            refit_seconds = round(time.perf_counter() - fit_started, 2)
+        else:
+            try:
+                bundle = load_bundle(name, version)
+            except (MlflowException, OSError) as exc:  # its run or artifacts were deleted
+                raise PublishError(
+                    f"the model bundle of {name} version {version} cannot be read ({exc}); "
+                    "publish another version, or train and promote a new one"
+                ) from None
+        events = store.read("events", columns=EVENT_COLUMNS)
 
-    model = bundle.model
-    if exclude_purchased is None:
-        exclude_purchased = not getattr(model, "recommends_already_liked", False)
-    users, user_rows, purchased = _user_matrices(events, bundle)
-    cand_ids, cand_scores = _candidates(
-        model, users, user_rows, purchased, n, exclude_purchased, progress
-    )
-    sim_ids, sim_scores = _similar(model, len(bundle.item_map), k_similar, progress)
-    item_map = bundle.item_map.copy().extend(_catalog_ids(store, events))
-    popularity = _popularity(store, events, item_map, n)
-    # read before taking the lock, which a writer renews only as it sends batches
-    offers, currencies = _offers(store, item_map), _currencies(store)
+        model = bundle.model
+        if exclude_purchased is None:
+            exclude_purchased = not getattr(model, "recommends_already_liked", False)
+        users, user_rows, purchased = _user_matrices(events, bundle)
+        cand_ids, cand_scores = _candidates(
+            model, users, user_rows, purchased, n, exclude_purchased, progress
+        )
+        sim_ids, sim_scores = _similar(model, len(bundle.item_map), k_similar, progress)
+        item_map = bundle.item_map.copy().extend(_catalog_ids(store, events))
+        popularity = _popularity(store, events, item_map, n)
+        # read before taking the lock, which a writer renews only as it sends batches
+        offers, currencies = _offers(store, item_map), _currencies(store)
 
     user_ids = bundle.user_map.ids(users)
     with SnapshotWriter(
@@ -293,7 +299,7 @@ def _refuse_evicting(client) -> None:
         )
 
 
-def refit_on_all_events(store: DataStore, version, progress: bool = True) -> ModelBundle:
+def refit_on_all_events(store: TableReader, version, progress: bool = True) -> ModelBundle:
     """The registered ``version``'s recipe fitted on every event of ``store`` (its
     evaluation fit stopped at the cut-off), as a bundle to publish."""
     from recsys.models.registry import create_model
@@ -372,7 +378,7 @@ def _similar(model, n_items: int, k: int, progress: bool) -> tuple[np.ndarray, n
         return np.empty((0, k), dtype=np.int64), np.empty((0, k), dtype=np.float32)
 
 
-def _catalog_ids(store: DataStore, events: pd.DataFrame) -> list[str]:
+def _catalog_ids(store: TableReader, events: pd.DataFrame) -> list[str]:
     ids = pd.unique(events["item_id"].astype(str))
     if store.has("items"):
         ids = pd.unique(
@@ -383,7 +389,7 @@ def _catalog_ids(store: DataStore, events: pd.DataFrame) -> list[str]:
     return list(ids)
 
 
-def _popularity(store: DataStore, events: pd.DataFrame, item_map: IdMap, n: int) -> Popularity:
+def _popularity(store: TableReader, events: pd.DataFrame, item_map: IdMap, n: int) -> Popularity:
     """Popular (distinct buyers in the last 90 days) and trending (decayed) lists."""
     positive = events[events["type"].isin(["purchase", "rating"])]
     if not len(positive):
@@ -431,7 +437,7 @@ def _top(counts: pd.Series, n: int, eligible: np.ndarray | None) -> tuple[np.nda
     return top.index.to_numpy(np.int64), top.to_numpy(np.float32)
 
 
-def _item_categories(store: DataStore, item_map: IdMap):
+def _item_categories(store: TableReader, item_map: IdMap):
     """Every category path (and each of its prefixes) with the item indices under it, and
     each item's own (full) path index."""
     own = np.full(len(item_map), -1, dtype=np.int32)
@@ -458,7 +464,7 @@ def _item_categories(store: DataStore, item_map: IdMap):
     return names, [np.array(paths[name], dtype=np.int64) for name in names], own
 
 
-def _offers(store: DataStore, item_map: IdMap) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _offers(store: TableReader, item_map: IdMap) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per market: the items sold there and in stock (or stock not tracked), with prices."""
     if not store.has("item_markets"):
         return {}
@@ -472,7 +478,7 @@ def _offers(store: DataStore, item_map: IdMap) -> dict[str, tuple[np.ndarray, np
     }
 
 
-def _currencies(store: DataStore) -> dict[str, str]:
+def _currencies(store: TableReader) -> dict[str, str]:
     """The currency of each market's prices (its most common one)."""
     if not store.has("item_markets"):
         return {}
@@ -480,7 +486,7 @@ def _currencies(store: DataStore) -> dict[str, str]:
     return rows.groupby("country")["currency"].agg(lambda c: c.mode().iloc[0]).to_dict()
 
 
-def _sold_in(store: DataStore, item_map: IdMap) -> dict[str, np.ndarray]:
+def _sold_in(store: TableReader, item_map: IdMap) -> dict[str, np.ndarray]:
     if not store.has("item_markets"):
         return {}
     markets = store.read("item_markets", columns=["item_id", "country"])

@@ -24,7 +24,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from recsys.bundle import ModelBundle
-from recsys.data.store import DataStore
+from recsys.data.store import DataStore, TableReader
 from recsys.evaluation.cold import evaluate_new_users
 from recsys.evaluation.evaluate import EvaluationResult, evaluate
 from recsys.memory import peak_rss_mb as peak_rss_mb_now
@@ -50,17 +50,17 @@ class TrainError(ValueError):
     or with these parameters (a fit that diverged)."""
 
 
-def _event_types(store: DataStore) -> set[str]:
+def _event_types(store: TableReader) -> set[str]:
     types = store.dataset("events").to_table(columns=["type"]).column("type").unique()
     return set(types.to_pylist())
 
 
-def guess_protocol(store: DataStore) -> str:
+def guess_protocol(store: TableReader) -> str:
     """``stratified`` for rating data (MovieLens), else ``temporal``."""
     return "stratified" if _event_types(store) == {"rating"} else "temporal"
 
 
-def check_purchases(store: DataStore, protocol: str) -> None:
+def check_purchases(store: TableReader, protocol: str) -> None:
     """Refuse the temporal protocol on events without a purchase: it tests purchases."""
     if protocol != "temporal" or not store.has("events"):
         return
@@ -85,37 +85,42 @@ def train(
     data: ProtocolData | None = None,
     nested: bool = False,
     extra_tags: dict[str, str] | None = None,
+    store: TableReader | None = None,
 ) -> dict:
-    """Train, evaluate, log and register one model; returns the JSON summary."""
-    store = DataStore(data_dir)
-    protocol = protocol or (data.name if data else guess_protocol(store))
-    check_cutoff(protocol, cutoff)
-    if data is None:
-        check_purchases(store, protocol)
-        try:
-            data = load_protocol(store, protocol, cutoff=cutoff)
-        except ValueError as exc:  # no events, a cut-off that is not a date
-            raise TrainError(str(exc)) from exc
-    check_split(data)
-    # only now: a mistyped --data must not get an MLflow store made in it
-    tracking = tracking or open_tracking(data_dir)
-    tuned = None if sets else best_known_params(tracking, model_name, data.fingerprint)
-    base = tuned[0] if tuned else None
-    model_params, config = hp.resolve(model_name, protocol, sets or {}, base)
+    """Train, evaluate, log and register one model; returns the JSON summary.
 
-    try:
-        train_matrix = data.train_matrix(config)
-    except ValueError as exc:  # e.g. a data.reference_time before the last train event
-        raise hp.ParamError(f"data settings: {exc}") from exc
-    if not train_matrix.nnz:
-        raise TrainError(
-            f"the interaction settings {json.dumps(config.as_dict(), default=str)} leave no "
-            "interactions to fit on (every weight 0, or min_weight above every cell)"
+    Every table comes from ``store`` (a pinned view of a job that reads on after
+    this), or else from one view of ``data_dir`` pinned while this reads.
+    """
+    with (store or DataStore(data_dir)).pinned() as store:
+        protocol = protocol or (data.name if data else guess_protocol(store))
+        check_cutoff(protocol, cutoff)
+        if data is None:
+            check_purchases(store, protocol)
+            try:
+                data = load_protocol(store, protocol, cutoff=cutoff)
+            except ValueError as exc:  # no events, a cut-off that is not a date
+                raise TrainError(str(exc)) from exc
+        check_split(data)
+        # only now: a mistyped --data must not get an MLflow store made in it
+        tracking = tracking or open_tracking(data_dir)
+        tuned = None if sets else best_known_params(tracking, model_name, data.fingerprint)
+        base = tuned[0] if tuned else None
+        model_params, config = hp.resolve(model_name, protocol, sets or {}, base)
+
+        try:
+            train_matrix = data.train_matrix(config)
+        except ValueError as exc:  # e.g. a data.reference_time before the last train event
+            raise hp.ParamError(f"data settings: {exc}") from exc
+        if not train_matrix.nnz:
+            raise TrainError(
+                f"the interaction settings {json.dumps(config.as_dict(), default=str)} leave no "
+                "interactions to fit on (every weight 0, or min_weight above every cell)"
+            )
+        uses_features = model_name in FEATURE_MODELS or any(
+            p in FEATURE_MODELS for p in model_params.get("parts", {})
         )
-    uses_features = model_name in FEATURE_MODELS or any(
-        p in FEATURE_MODELS for p in model_params.get("parts", {})
-    )
-    context = data.fit_context(store if uses_features else None)
+        context = data.fit_context(store if uses_features else None)
     try:
         model = create_model(model_name, **model_params)
     except (TypeError, ValueError) as exc:

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from recsys.data.store import DataStore
+from recsys.data.store import DataStore, TableReader
 from recsys.evaluation.evaluate import evaluate
 from recsys.models.base import FitContext
 from recsys.models.registry import MODELS, create_model
@@ -132,144 +132,150 @@ def tune(
     max_trials, budget = _limits(trials, budget_minutes)
     if model_name not in MODELS:
         raise hp.ParamError(f"unknown model {model_name!r}; choose one of {', '.join(MODELS)}")
-    store = DataStore(data_dir)
-    protocol = protocol or guess_protocol(store)
-    check_cutoff(protocol, cutoff)
-    check_purchases(store, protocol)
-    try:
-        main = load_protocol(store, protocol, cutoff=cutoff)
-        check_split(main)
-    except ValueError as exc:  # no events, a cutoff outside the data
-        raise TuneError(str(exc)) from exc
-    # only now, as train does: a mistyped --data must not get an MLflow store made in it
-    tracking = tracking or open_tracking(data_dir)
-    validation = validation_protocol(main)
-    _, config = hp.resolve(model_name, protocol, {})
-    if not main.train_matrix(config).nnz:  # as train refuses it, after every trial
-        raise TuneError(
-            f"the {protocol} protocol's interaction settings "
-            f"{json.dumps(config.as_dict(), default=str)} leave no interactions to fit on "
-            f"(event types: {', '.join(sorted(main.split.train['type'].unique()))})"
-        )
-    contexts: dict[bool, FitContext] = {}
-    rng = np.random.default_rng(seed)
-    seen: set[str] = set()
-    done: list[Trial] = []
+    # one manifest for every read: the protocol, the trials' features, the final training
+    with DataStore(data_dir).pinned() as store:
+        protocol = protocol or guess_protocol(store)
+        check_cutoff(protocol, cutoff)
+        check_purchases(store, protocol)
+        try:
+            main = load_protocol(store, protocol, cutoff=cutoff)
+            check_split(main)
+        except ValueError as exc:  # no events, a cutoff outside the data
+            raise TuneError(str(exc)) from exc
+        # only now, as train does: a mistyped --data must not get an MLflow store made in it
+        tracking = tracking or open_tracking(data_dir)
+        validation = validation_protocol(main)
+        _, config = hp.resolve(model_name, protocol, {})
+        if not main.train_matrix(config).nnz:  # as train refuses it, after every trial
+            raise TuneError(
+                f"the {protocol} protocol's interaction settings "
+                f"{json.dumps(config.as_dict(), default=str)} leave no interactions to fit on "
+                f"(event types: {', '.join(sorted(main.split.train['type'].unique()))})"
+            )
+        contexts: dict[bool, FitContext] = {}
+        rng = np.random.default_rng(seed)
+        seen: set[str] = set()
+        done: list[Trial] = []
 
-    with mlflow.start_run(
-        experiment_id=tracking.experiment_id,
-        run_name=f"tune-{model_name}-{protocol}",
-        tags=owner_tags(),
-    ) as parent:
-        mlflow.set_tags(
-            {
-                "model": model_name,
-                "protocol": protocol,
-                "data_fingerprint": main.fingerprint,
-                "validation_fingerprint": validation.fingerprint,
-                "tune": "parent",
-                "primary_metric": PRIMARY_METRIC,
-            }
-        )
-        mlflow.log_params(
-            _flat(
+        with mlflow.start_run(
+            experiment_id=tracking.experiment_id,
+            run_name=f"tune-{model_name}-{protocol}",
+            tags=owner_tags(),
+        ) as parent:
+            mlflow.set_tags(
                 {
-                    "tune": {
-                        "model": model_name,
-                        "seed": seed,
-                        "max_trials": max_trials,
-                        "budget_minutes": budget_minutes,
-                    },
-                    "validation": validation.params,
+                    "model": model_name,
+                    "protocol": protocol,
+                    "data_fingerprint": main.fingerprint,
+                    "validation_fingerprint": validation.fingerprint,
+                    "tune": "parent",
+                    "primary_metric": PRIMARY_METRIC,
                 }
             )
-        )
-        started = time.monotonic()
-        bar = tqdm(
-            total=max_trials,
-            desc=f"tune {model_name}",
-            unit="trial",
-            file=sys.stderr,
-            disable=not progress,
-        )
-        stopped_by = "budget" if budget is not None else "trials"
-        while _more(done, started, max_trials, budget):
-            point = _new_point(model_name, protocol, rng, seen)
-            if point is None:
-                stopped_by = "space"  # every point of a small space is tried
-                break
-            done.append(
-                _run_trial(len(done), model_name, point, validation, store, contexts, tracking)
+            mlflow.log_params(
+                _flat(
+                    {
+                        "tune": {
+                            "model": model_name,
+                            "seed": seed,
+                            "max_trials": max_trials,
+                            "budget_minutes": budget_minutes,
+                        },
+                        "validation": validation.params,
+                    }
+                )
             )
-            bar.update()
-            best = max(done, key=lambda t: t.score)
-            bar.set_postfix({PRIMARY_METRIC: f"{best.score:.4f}"})
-        bar.close()
-        search_seconds = time.monotonic() - started
-        if stopped_by != "space" and max_trials is not None and len(done) >= max_trials:
-            stopped_by = "trials"
-        mlflow.set_tag("tune_stopped_by", stopped_by)
-        # a trial is never cut short: one slower than the average seen can end past the budget
-        over_budget = None if budget is None else max(0.0, search_seconds - budget)
+            started = time.monotonic()
+            bar = tqdm(
+                total=max_trials,
+                desc=f"tune {model_name}",
+                unit="trial",
+                file=sys.stderr,
+                disable=not progress,
+            )
+            stopped_by = "budget" if budget is not None else "trials"
+            while _more(done, started, max_trials, budget):
+                point = _new_point(model_name, protocol, rng, seen)
+                if point is None:
+                    stopped_by = "space"  # every point of a small space is tried
+                    break
+                done.append(
+                    _run_trial(len(done), model_name, point, validation, store, contexts, tracking)
+                )
+                bar.update()
+                best = max(done, key=lambda t: t.score)
+                bar.set_postfix({PRIMARY_METRIC: f"{best.score:.4f}"})
+            bar.close()
+            search_seconds = time.monotonic() - started
+            if stopped_by != "space" and max_trials is not None and len(done) >= max_trials:
+                stopped_by = "trials"
+            mlflow.set_tag("tune_stopped_by", stopped_by)
+            # a trial is never cut short: one slower than the average seen can end past the budget
+            over_budget = None if budget is None else max(0.0, search_seconds - budget)
 
-        best = max(done, key=lambda t: t.score)
-        if best.score == -math.inf:
-            errors = sorted({t.error for t in done if t.error})
-            why = f" ({'; '.join(errors)[:500]})" if errors else ""
-            raise TuneError(
-                f"all {len(done)} trials failed{why}; see the child runs of {parent.info.run_id}"
+            best = max(done, key=lambda t: t.score)
+            if best.score == -math.inf:
+                errors = sorted({t.error for t in done if t.error})
+                why = f" ({'; '.join(errors)[:500]})" if errors else ""
+                raise TuneError(
+                    f"all {len(done)} trials failed{why}; "
+                    f"see the child runs of {parent.info.run_id}"
+                )
+            n_failed = sum(not t.validation for t in done)
+            best_model = {k: v for k, v in best.params.items() if k != "data"}
+            mlflow.log_params(_flat({"best": {"model": best_model, "data": best.params["data"]}}))
+            mlflow.log_metrics(
+                {
+                    "n_trials": len(done),
+                    "n_failed_trials": n_failed,
+                    "search_seconds": search_seconds,
+                    **({} if over_budget is None else {"over_budget_seconds": over_budget}),
+                    "best_" + VALIDATION_KEY: best.score,
+                }
             )
-        n_failed = sum(not t.validation for t in done)
-        best_model = {k: v for k, v in best.params.items() if k != "data"}
-        mlflow.log_params(_flat({"best": {"model": best_model, "data": best.params["data"]}}))
-        mlflow.log_metrics(
-            {
-                "n_trials": len(done),
-                "n_failed_trials": n_failed,
-                "search_seconds": search_seconds,
-                **({} if over_budget is None else {"over_budget_seconds": over_budget}),
-                "best_" + VALIDATION_KEY: best.score,
-            }
-        )
-        final = train(
-            data_dir,
-            model_name,
-            best.params,
-            protocol=protocol,
-            data=main,
-            progress=progress,
-            tracking=tracking,
-            nested=True,
-            extra_tags={
-                "tune_best": "true",
-                "tune_params": json.dumps(best.params, sort_keys=True),
-                "tune_parent_run_id": parent.info.run_id,
-                "tune_trial_run_id": best.run_id,
-            },
-        )
-        mlflow.log_metric(
-            "best_test_" + metric_key(PRIMARY_METRIC), final["metrics"][PRIMARY_METRIC]
-        )
-        mlflow.set_tags(
-            {"tune_best_run_id": final["run_id"], "tune_model_version": str(final["model_version"])}
-        )
-    return {
-        "parent_run_id": parent.info.run_id,
-        "trials": len(done),
-        "stopped_by": stopped_by,
-        "best_params": best.params,
-        "best_validation": round(best.score, 6),
-        "model_version": final["model_version"],
-        "metrics": final["metrics"],
-        "model_name": model_name,
-        "protocol": protocol,
-        "run_id": final["run_id"],
-        "registered_model": final["registered_model"],
-        "failed_trials": n_failed,
-        "search_seconds": round(search_seconds, 3),
-        "over_budget_seconds": None if over_budget is None else round(over_budget, 3),
-        "validation": {"fingerprint": validation.fingerprint, **validation.params},
-    }
+            final = train(
+                data_dir,
+                model_name,
+                best.params,
+                protocol=protocol,
+                data=main,
+                store=store,
+                progress=progress,
+                tracking=tracking,
+                nested=True,
+                extra_tags={
+                    "tune_best": "true",
+                    "tune_params": json.dumps(best.params, sort_keys=True),
+                    "tune_parent_run_id": parent.info.run_id,
+                    "tune_trial_run_id": best.run_id,
+                },
+            )
+            mlflow.log_metric(
+                "best_test_" + metric_key(PRIMARY_METRIC), final["metrics"][PRIMARY_METRIC]
+            )
+            mlflow.set_tags(
+                {
+                    "tune_best_run_id": final["run_id"],
+                    "tune_model_version": str(final["model_version"]),
+                }
+            )
+        return {
+            "parent_run_id": parent.info.run_id,
+            "trials": len(done),
+            "stopped_by": stopped_by,
+            "best_params": best.params,
+            "best_validation": round(best.score, 6),
+            "model_version": final["model_version"],
+            "metrics": final["metrics"],
+            "model_name": model_name,
+            "protocol": protocol,
+            "run_id": final["run_id"],
+            "registered_model": final["registered_model"],
+            "failed_trials": n_failed,
+            "search_seconds": round(search_seconds, 3),
+            "over_budget_seconds": None if over_budget is None else round(over_budget, 3),
+            "validation": {"fingerprint": validation.fingerprint, **validation.params},
+        }
 
 
 def _limits(trials: int | None, budget_minutes: float | None) -> tuple[int | None, float | None]:
@@ -316,7 +322,7 @@ def _run_trial(
     model_name: str,
     point: dict[str, Any],
     validation: ProtocolData,
-    store: DataStore,
+    store: TableReader,
     contexts: dict[bool, FitContext],
     tracking: Tracking,
 ) -> Trial:

@@ -6,7 +6,9 @@ MLflow and passed through the promotion gate -> publish the champion's
 candidates into Redis (embedded unless ``REDIS_URL``) -> print a summary.
 A publish that fails before its snapshot is served undoes the champion moves
 of the run's gate (the versions it trained stay registered): the champion is
-still the one last published.
+still the one last published. Every step after the data step reads one pinned
+view of the data directory: the data validated is the data trained on and
+published, whatever an import commits meanwhile.
 """
 
 from __future__ import annotations
@@ -136,45 +138,46 @@ def run(ctx, source, path, users, items, days, seed, model_names, refit, as_json
             )
         steps["data"] = import_source(shop, fmt, src, progress=progress).as_dict()
 
-    say("[2/5] validate the stored tables")
-    from recsys.data.checks import check_store
+    with shop.pinned() as view:  # every step from here reads one manifest
+        say("[2/5] validate the stored tables")
+        from recsys.data.checks import check_store
 
-    steps["validation"] = check_store(shop)
-    if not steps["validation"]["ok"]:
-        raise UserError(
-            f"the stored tables break integrity rules: {steps['validation']['problems']}"
-        )
-    if steps["validation"]["unmatched"]:
-        say(f"  events other tables do not know of: {steps['validation']['unmatched']}")
+        steps["validation"] = check_store(view)
+        if not steps["validation"]["ok"]:
+            raise UserError(
+                f"the stored tables break integrity rules: {steps['validation']['problems']}"
+            )
+        if steps["validation"]["unmatched"]:
+            say(f"  events other tables do not know of: {steps['validation']['unmatched']}")
 
-    say("[3/5] build the interaction matrix")
-    steps["interactions"] = _interactions(shop)
+        say("[3/5] build the interaction matrix")
+        steps["interactions"] = _interactions(view)
 
-    say(f"[4/5] train, evaluate and promote: {model_names}")
-    steps["training"], undo = _train_and_promote(shop.root, names, progress, say)
+        say(f"[4/5] train, evaluate and promote: {model_names}")
+        steps["training"], undo = _train_and_promote(shop.root, names, progress, say, view)
 
-    say("[5/5] publish the champion's candidates into Redis")
-    try:
-        steps["publish"] = _publish(shop.root, progress, refit, say)
-    except BaseException as exc:  # the job failed: the moves of its gate do not stand
-        from training.publish import PublishedButFailed
+        say("[5/5] publish the champion's candidates into Redis")
+        try:
+            steps["publish"] = _publish(shop.root, progress, refit, say, view)
+        except BaseException as exc:  # the job failed: the moves of its gate do not stand
+            from training.publish import PublishedButFailed
 
-        if isinstance(exc.__cause__, PublishedButFailed):
-            raise  # ... unless its snapshot is served already: the champion is published
-        if not undo() or not isinstance(exc, UserError):
-            raise
-        raise UserError(f"{exc.message}; the champion moves of this run were undone") from exc
+            if isinstance(exc.__cause__, PublishedButFailed):
+                raise  # ... unless its snapshot is served already: the champion is published
+            if not undo() or not isinstance(exc, UserError):
+                raise
+            raise UserError(f"{exc.message}; the champion moves of this run were undone") from exc
 
-    summary = {
-        "data_dir": str(shop.root),
-        "source": source,
-        "steps": steps,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    emit(summary, as_json, _human(summary, shop))
+        summary = {
+            "data_dir": str(shop.root),
+            "source": source,
+            "steps": steps,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        emit(summary, as_json, _human(summary, view))
 
 
-def _publish(root: Path, progress: bool, refit: bool, say) -> dict:
+def _publish(root: Path, progress: bool, refit: bool, say, view) -> dict:
     from redis import RedisError
 
     from recsys.snapshots.writer import PublishLocked
@@ -184,7 +187,7 @@ def _publish(root: Path, progress: bool, refit: bool, say) -> dict:
         say("  the champion has no recipe tag (registered by an older version): not refitted")
         refit = False
     try:
-        return publish(root, progress=progress, refit=refit)
+        return publish(root, progress=progress, refit=refit, store=view)
     except (PublishError, PublishLocked) as exc:  # e.g. another publish is running
         raise UserError(str(exc)) from exc
     except RedisError as exc:
@@ -290,7 +293,7 @@ def _interactions(shop) -> dict:
     }
 
 
-def _train_and_promote(root: Path, names: list[str], progress: bool, say):
+def _train_and_promote(root: Path, names: list[str], progress: bool, say, view):
     """Train ``names`` (and the champion's recipe on new data), pass each through the
     gate; returns the step's summary and a function that undoes the gate's moves
     (True if it did) for a publish that fails."""
@@ -306,7 +309,7 @@ def _train_and_promote(root: Path, names: list[str], progress: bool, say):
 
     def fit(name: str, sets: dict) -> dict:
         try:
-            return train(root, name, sets, progress=progress, tracking=tracking)
+            return train(root, name, sets, progress=progress, tracking=tracking, store=view)
         except (ParamError, TrainError) as exc:
             raise UserError(str(exc)) from exc
 

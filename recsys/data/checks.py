@@ -16,13 +16,18 @@ import pandas as pd
 
 from recsys.data import markets
 from recsys.data.schema import EVENT_TYPES, ID_PATTERN
-from recsys.data.store import DataStore
+from recsys.data.store import TableReader
 
 EVENT_COLUMNS = ["user_id", "session_id", "item_id", "type", "country", "currency", "quantity"]
 
 
-def check_store(store: DataStore) -> dict:
+def check_store(store: TableReader) -> dict:
     """Counts of rows breaking each rule (``ok``: none) and of unmatched events."""
+    with store.pinned() as view:  # every table of one manifest
+        return _check(view)
+
+
+def _check(store: TableReader) -> dict:
     problems: dict[str, int] = {}
     unmatched: dict[str, int] = {}
     items = store.read("items", columns=["item_id"]) if store.has("items") else None

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import pyarrow.compute as pc
 
-from recsys.data.store import DataStore
+from recsys.data.store import TableReader
 
 
-def describe(store: DataStore) -> dict:
+def describe(store: TableReader) -> dict:
     """Rows per table; event types, time range, users, items and countries of the events."""
+    with store.pinned() as view:  # the counts and the events of one manifest
+        return _describe(view)
+
+
+def _describe(store: TableReader) -> dict:
     info: dict = {"data_dir": str(store.root), "rows": store.counts()}
     if not store.has("events"):
         return info

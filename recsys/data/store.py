@@ -4,15 +4,35 @@ Layout of a data directory::
 
     tables/<table>/part-<uuid>.parquet   immutable parts
     tables/manifest.json                 the parts that make up every table
+    tables/.lock                         writers' lock
+    tables/.readers.lock                 pinned readers' lock
     rejects/<import id>.parquet          rejected input rows with their reason
     imports.jsonl                        one summary line per import (and per generated shop)
 
 A write stages new parts beside the live ones, then replaces ``manifest.json``
 in one ``os.replace``: readers and a crashed writer never see half an import,
-and every table of one import changes together. Parts no longer named by the
-manifest (left by a crash, or replaced) are deleted by the next writer, and
-so is the unfinished rejects file of a killed import.
-Writers are serialised by an exclusive lock on ``tables/.lock``.
+and every table of one import changes together. Writers are serialised by an
+exclusive lock on ``tables/.lock``. Parts no longer named by the manifest
+(left by a crash, or replaced) are deleted by a later writer, and so is the
+unfinished rejects file of a killed import.
+
+A job that reads several tables (train, tune, publish, summary, run) reads
+them all through one pinned view (``with store.pinned() as view:``): one
+manifest, so no import that commits meanwhile gives it events of one version
+and items or markets of another. The view holds a shared ``flock`` on
+``tables/.readers.lock``; a writer deletes replaced parts only when it gets
+that lock exclusively without waiting, and otherwise leaves them to a later
+writer. So a writer never waits for a reader (an import of a minute is not
+held up by a training, nor a training by an import: a reader waits only for
+the deletions of a writer that holds the lock), a pinned job keeps its parts
+however long it reads (a publish that refits for minutes between two reads),
+and a reader killed outright holds nothing: the kernel drops its lock with
+its process. The cost is disk: replaced parts stay while any pinned reader is
+open, until the first write after the last one closes. The alternatives fail
+such jobs: readers sharing the writers' ``.lock`` would make an import wait
+for the longest job and a job for the longest import; retrying the whole
+pinned read, as a single unpinned ``DataStore.read`` does, would repeat
+minutes of work; keeping parts for N minutes fails a job that reads longer.
 """
 
 from __future__ import annotations
@@ -22,7 +42,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +56,8 @@ import pyarrow.parquet as pq
 from recsys.data.schema import TABLES, Table
 
 MANIFEST = "manifest.json"
+#: Held shared by pinned readers; a writer deletes replaced parts only when it is free.
+READERS_LOCK = ".readers.lock"
 
 
 #: How often ``DataStore.read`` starts again when a commit removed the parts it read.
@@ -58,21 +80,19 @@ class UpsertStats:
         return {"new": self.new, "updated": self.updated, "unchanged": self.unchanged}
 
 
-class DataStore:
-    """Read and write the canonical tables of one data directory."""
+class TableReader:
+    """The reading side of a data directory: its tables as ``manifest()`` names them."""
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-        self.tables_dir = self.root / "tables"
-        self.rejects_dir = self.root / "rejects"
+    root: Path
+    tables_dir: Path
 
-    # ---- reading ---------------------------------------------------------
     def manifest(self) -> dict:
-        """The committed manifest: ``{"tables": {name: [part, ...]}, ...}``."""
-        path = self.tables_dir / MANIFEST
-        if not path.exists():
-            return {"tables": {}, "committed_at": None}
-        return json.loads(path.read_text())
+        """The manifest read from: ``{"tables": {name: [part, ...]}, ...}``."""
+        raise NotImplementedError
+
+    def pinned(self) -> AbstractContextManager[StoreView]:
+        """A view of one manifest for a sequence of reads (a view yields itself)."""
+        raise NotImplementedError
 
     def parts(self, table: str) -> list[dict]:
         """The parts of ``table`` (each ``{"file", "rows", "month"}``)."""
@@ -102,19 +122,75 @@ class DataStore:
         return ds.dataset(files, schema=spec.schema, format="parquet")
 
     def read(self, table: str, columns: list[str] | None = None, filter=None) -> pd.DataFrame:
+        """The whole table (or some columns / rows) as a DataFrame."""
+        return self.dataset(table).to_table(columns=columns, filter=filter).to_pandas()
+
+
+class StoreView(TableReader):
+    """The tables of one committed manifest, read-only; see ``DataStore.pinned``."""
+
+    def __init__(self, root: Path, manifest: dict):
+        self.root = root
+        self.tables_dir = root / "tables"
+        self._manifest: dict | None = manifest
+
+    def manifest(self) -> dict:
+        if self._manifest is None:
+            raise RuntimeError("a pinned view of the data was read after its pin was released")
+        return self._manifest
+
+    @contextmanager
+    def pinned(self) -> Iterator[StoreView]:
+        """This view itself: a job handed a view reads that view's manifest."""
+        yield self
+
+
+class DataStore(TableReader):
+    """Read and write the canonical tables of one data directory."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.tables_dir = self.root / "tables"
+        self.rejects_dir = self.root / "rejects"
+
+    # ---- reading ---------------------------------------------------------
+    def manifest(self) -> dict:
+        """The committed manifest: ``{"tables": {name: [part, ...]}, ...}``."""
+        path = self.tables_dir / MANIFEST
+        if not path.exists():
+            return {"tables": {}, "committed_at": None}
+        return json.loads(path.read_text())
+
+    def read(self, table: str, columns: list[str] | None = None, filter=None) -> pd.DataFrame:
         """The whole table (or some columns / rows) as a DataFrame.
 
         A write that commits while this reads deletes the parts it replaced; the
         read then starts again from the new manifest (a few times at most), so it
-        returns one committed state of the table, never an error or a mix.
+        returns one committed state of the table, never an error or a mix. Reads of
+        several tables that must agree go through one ``pinned`` view.
         """
         for attempt in range(READ_ATTEMPTS):
             try:
-                return self.dataset(table).to_table(columns=columns, filter=filter).to_pandas()
+                return super().read(table, columns=columns, filter=filter)
             except FileNotFoundError:
                 if attempt == READ_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextmanager
+    def pinned(self) -> Iterator[StoreView]:
+        """A read-only view of the manifest committed now, whose parts no writer
+        deletes until the block ends (see the module docstring)."""
+        with ExitStack() as stack:
+            manifest = {"tables": {}, "committed_at": None}
+            if self.tables_dir.is_dir():  # else nothing is committed; a reader creates nothing
+                stack.enter_context(_flock(self.tables_dir / READERS_LOCK, fcntl.LOCK_SH))
+                manifest = self.manifest()
+            view = StoreView(self.root, manifest)
+            try:
+                yield view
+            finally:
+                view._manifest = None
 
     # ---- writing ---------------------------------------------------------
     @contextmanager
@@ -138,7 +214,19 @@ class DataStore:
             self._collect_garbage()
 
     def _collect_garbage(self) -> None:
-        """Delete part files that the committed manifest does not name."""
+        """Delete part files that the committed manifest does not name, unless a pinned
+        reader may still read them; and the temporary files of killed writers."""
+        with _flock(self.tables_dir / READERS_LOCK, fcntl.LOCK_EX | fcntl.LOCK_NB) as free:
+            if free:  # else a pinned reader may need them: they stay for a later writer
+                self._delete_unnamed_parts()
+        for tmp in self.tables_dir.glob(f"{MANIFEST}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+        # rejects an import was writing when it was killed (one is written only
+        # inside a transaction, so none is being written while this holds the lock)
+        for tmp in self.rejects_dir.glob(".*.parquet.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    def _delete_unnamed_parts(self) -> None:
         live = {
             (name, p["file"]) for name, parts in self.manifest()["tables"].items() for p in parts
         }
@@ -149,12 +237,6 @@ class DataStore:
             for path in folder.glob("part-*.parquet"):
                 if (name, path.name) not in live:
                     path.unlink(missing_ok=True)
-        for tmp in self.tables_dir.glob(f"{MANIFEST}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-        # rejects an import was writing when it was killed (one is written only
-        # inside a transaction, so none is being written while this holds the lock)
-        for tmp in self.rejects_dir.glob(".*.parquet.tmp"):
-            tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -326,6 +408,22 @@ def to_arrow(spec: Table, data: pa.Table | pd.DataFrame) -> pa.Table:
             data[spec.schema.names], schema=spec.schema, preserve_index=False
         )
     return data.select(spec.schema.names).cast(spec.schema)
+
+
+@contextmanager
+def _flock(path: Path, operation: int) -> Iterator[bool]:
+    """``flock(operation)`` held on ``path`` for the block; False when ``LOCK_NB``
+    found it taken. The kernel releases it if the process dies."""
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, operation)
+            held = True
+        except BlockingIOError:
+            held = False
+        yield held
+    finally:
+        os.close(fd)
 
 
 def _table(name: str) -> Table:
