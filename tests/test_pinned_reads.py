@@ -264,3 +264,34 @@ def test_recsys_run_validates_trains_and_publishes_one_version(tmp_path, redis_e
     steps = json.loads(done.stdout)["steps"]
     assert steps["validation"]["events_checked"] == steps["data"]["events"]
     assert steps["publish"]["items"] == ITEMS
+
+
+def test_a_directory_where_the_readers_lock_cannot_be_created_is_still_read(tmp_path, monkeypatch):
+    """A data directory on a read-only mount (or another user's) was readable before
+    pinned views; its lock file cannot be created there, and the view goes without it.
+    (The tests run as root, whom permissions do not stop: the refusal is simulated.)"""
+    import errno
+    import os
+
+    import recsys.data.store as store_module
+
+    data = DataStore(tmp_path / "data")
+    generate_shop(data, users=60, items=20, days=20, seed=1, progress=False)
+    (data.tables_dir / store_module.READERS_LOCK).unlink(missing_ok=True)
+    real_open = os.open
+
+    def read_only_open(path, flags, *args):
+        if str(path).endswith(store_module.READERS_LOCK) and flags & os.O_CREAT:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(store_module.os, "open", read_only_open)
+    with data.pinned() as view:
+        assert len(view.read("events")) == len(data.read("events")) > 0
+
+    def failing_open(path, flags, *args):  # any other failure is not waved through
+        raise OSError(errno.EIO, "I/O error", str(path))
+
+    monkeypatch.setattr(store_module.os, "open", failing_open)
+    with pytest.raises(OSError, match="I/O error"), data.pinned():
+        pass

@@ -37,6 +37,7 @@ minutes of work; keeping parts for N minutes fails a job that reads longer.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -184,7 +185,14 @@ class DataStore(TableReader):
         with ExitStack() as stack:
             manifest = {"tables": {}, "committed_at": None}
             if self.tables_dir.is_dir():  # else nothing is committed; a reader creates nothing
-                stack.enter_context(_flock(self.tables_dir / READERS_LOCK, fcntl.LOCK_SH))
+                try:
+                    stack.enter_context(_flock(self.tables_dir / READERS_LOCK, fcntl.LOCK_SH))
+                except OSError as exc:
+                    # the lock file is missing and may not be created here (a read-only
+                    # mount, another user's directory): no writer of this machine can
+                    # replace parts either, so the view goes without the lock
+                    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                        raise
                 manifest = self.manifest()
             view = StoreView(self.root, manifest)
             try:
