@@ -9,7 +9,9 @@ set by a memory budget, blocks run on a thread pool (matrix products,
 comparisons and sorts release the GIL; BLAS is held to one thread per worker so
 the two do not oversubscribe the cores), factor models' products are written
 straight into a reused buffer, and the top-N selection (``fast_top_n``) avoids a
-full partition of every row.
+full partition of every row. ``iter_recommend`` yields the same rows batch by
+batch, so that a caller can write each batch out before the next is kept
+(memory then grows with the batch, not with users x N).
 
 The selection splits each row's columns into ``4 N`` strided groups; the N-th
 largest group maximum is a threshold that at least N scores reach, so the
@@ -21,7 +23,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -235,19 +237,22 @@ class _Buffers(threading.local):
         return self.scores, self.mask
 
 
-def _run_blocks(
+def _blocks(
     n_rows: int,
     n_items: int,
     N: int,
     score_block: Callable[[slice, np.ndarray], sp.csr_matrix | None],
     excluded_columns: np.ndarray | None,
     *,
+    labels: np.ndarray | None,
     block_rows: int,
     threads: int,
     progress: bool,
     stats: ScoringStats,
     desc: str,
-) -> tuple[np.ndarray, np.ndarray]:
+    batch_rows: int | None = None,
+    on_block: Callable[[], None] | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Score, exclude and select every block of ``block_rows`` rows on ``threads`` workers.
 
     ``score_block(rows, out)`` writes the block's float32 scores into ``out``
@@ -255,13 +260,22 @@ def _run_blocks(
     takes BLAS's matrix-vector path, whose rounding differs) and returns the
     entries to exclude per row (CSR) or None; ``excluded_columns`` are
     excluded from every row.
+
+    Yields (``labels`` of the rows, or their positions; ids; scores) per batch
+    of whole blocks, in row order: ``batch_rows`` rounded up to a multiple of
+    ``block_rows``, or every row at once when None. The next batch is scored
+    while the caller handles one, so at most two batches' results are held.
+    ``on_block`` is called in the caller's thread after each block is done.
+    While the generator is open, BLAS is held to one thread in the whole process.
     """
-    ids = np.empty((n_rows, N), dtype=np.int32)
-    best = np.empty((n_rows, N), dtype=np.float32)
     buffers = _Buffers()
     buffer_rows = max(2, block_rows)
+    starts = range(0, n_rows, block_rows)
+    per_batch = max(1, len(starts) if batch_rows is None else -(-batch_rows // block_rows))
+    stats.rows, stats.n_items, stats.N = n_rows, n_items, N
+    stats.block_rows, stats.blocks, stats.threads = block_rows, len(starts), threads
 
-    def work(start: int) -> tuple[int, float, float, int]:
+    def work(start: int, ids: np.ndarray, best: np.ndarray, offset: int):
         block = slice(start, min(start + block_rows, n_rows))
         count = block.stop - block.start
         scores, mask = buffers.get(buffer_rows, n_items)
@@ -270,25 +284,59 @@ def _run_blocks(
         scored = time.perf_counter()
         dense = scores[:count]
         _exclude(dense, excluded_columns, excluded_entries)
-        ids[block], best[block], full = _select(dense, N, mask)
+        out = slice(block.start - offset, block.stop - offset)
+        ids[out], best[out], full = _select(dense, N, mask)
         return count, scored - began, time.perf_counter() - scored, full
 
-    starts = range(0, n_rows, block_rows)
+    def submit(pool: ThreadPoolExecutor, first: int):
+        rows = slice(starts[first], min(starts[first] + per_batch * block_rows, n_rows))
+        ids = np.empty((rows.stop - rows.start, N), dtype=np.int32)
+        best = np.empty((rows.stop - rows.start, N), dtype=np.float32)
+        blocks = starts[first : first + per_batch]
+        return rows, ids, best, [pool.submit(work, s, ids, best, rows.start) for s in blocks]
+
     began = time.perf_counter()
     bar = _progress_bar(n_rows, desc) if progress else None
-    with threadpool_limits(1, "blas"), ThreadPoolExecutor(max_workers=threads) as pool:
-        for count, product, selection, full in pool.map(work, starts):
-            stats.product_seconds += product
-            stats.selection_seconds += selection
-            stats.full_sort_rows += full
-            if bar is not None:
-                bar.update(count)
-    if bar is not None:
-        bar.close()
-    stats.wall_seconds = time.perf_counter() - began
-    stats.rows, stats.n_items, stats.N = n_rows, n_items, N
-    stats.block_rows, stats.blocks, stats.threads = block_rows, len(starts), threads
-    return ids, best
+    firsts = iter(range(0, len(starts), per_batch))
+    try:
+        with threadpool_limits(1, "blas"), ThreadPoolExecutor(max_workers=threads) as pool:
+            first = next(firsts, None)
+            queued = None if first is None else submit(pool, first)
+            try:
+                while queued is not None:
+                    rows, ids, best, futures = queued
+                    for future in futures:
+                        count, product, selection, full = future.result()
+                        stats.product_seconds += product
+                        stats.selection_seconds += selection
+                        stats.full_sort_rows += full
+                        if bar is not None:
+                            bar.update(count)
+                        if on_block is not None:
+                            on_block()
+                    first = next(firsts, None)
+                    queued = None if first is None else submit(pool, first)
+                    at = np.arange(rows.start, rows.stop) if labels is None else labels[rows]
+                    yield at, ids, best
+            finally:  # an error or a caller that stops early: drop the blocks not started
+                for future in [] if queued is None else queued[3]:
+                    future.cancel()
+    finally:
+        if bar is not None:
+            bar.close()
+        stats.wall_seconds = time.perf_counter() - began
+
+
+def _collect(
+    batches: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]], N: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every batch's (ids, scores) in one array each (a single batch is not copied)."""
+    done = [(ids, best) for _, ids, best in batches]
+    if len(done) == 1:
+        return done[0]
+    if not done:
+        return np.empty((0, N), dtype=np.int32), np.empty((0, N), dtype=np.float32)
+    return np.concatenate([d[0] for d in done]), np.concatenate([d[1] for d in done])
 
 
 def _progress_bar(total: int, desc: str):
@@ -332,6 +380,14 @@ def _excluded_columns(model: Recommender, filter_items, items) -> np.ndarray | N
 
 
 def batch_recommend(
+    model: Recommender, user_items: sp.spmatrix, userids=None, N: int = 100, **options
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``N`` (ids int32, scores float32), ``len(userids) x N``, for many users at once:
+    ``iter_recommend`` (which see, for the options) in one batch."""
+    return _collect(iter_recommend(model, user_items, userids, N, **options), N)
+
+
+def iter_recommend(
     model: Recommender,
     user_items: sp.spmatrix,
     userids=None,
@@ -345,8 +401,11 @@ def batch_recommend(
     memory_budget: int = MEMORY_BUDGET,
     stats: ScoringStats | None = None,
     exclude: sp.spmatrix | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``N`` (ids int32, scores float32), ``len(userids) x N``, for many users at once.
+    batch_rows: int | None = None,
+    on_block: Callable[[], None] | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Top-``N`` of many users, as (user rows, ids int32, scores float32) per batch of
+    about ``batch_rows`` users (whole blocks; default: all at once), in ``userids`` order.
 
     ``user_items`` is the whole users x items matrix (row u = user u);
     ``userids`` defaults to all its rows. Equal to ``model.recommend(userids,
@@ -356,6 +415,9 @@ def batch_recommend(
     Timings go into ``stats`` when given. ``exclude`` (users x items, same rows
     as ``user_items``) replaces the liked rows as the items each user must not
     get, e.g. only what they bought while they are scored from views too.
+    The blocks, and so the results, do not depend on ``batch_rows``; arguments
+    are checked at once, the scoring runs as the batches are asked for (see
+    ``_blocks`` for ``on_block``).
     """
     model._check_fitted()
     if N < 0:
@@ -407,21 +469,32 @@ def batch_recommend(
             np.copyto(out, scores, casting="same_kind")
             return dropped(users, liked)
 
-    return _run_blocks(
+    return _blocks(
         n_rows,
         model.n_items_,
         N,
         score_block,
         excluded,
+        labels=uids,
         block_rows=block,
         threads=threads,
         progress=progress,
         stats=stats,
         desc="recommend",
+        batch_rows=batch_rows,
+        on_block=on_block,
     )
 
 
 def batch_similar_items(
+    model: Recommender, K: int = 20, itemids=None, **options
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``K`` most similar items (ids int32, scores float32) of many items at once:
+    ``iter_similar_items`` (which see, for the options) in one batch."""
+    return _collect(iter_similar_items(model, K, itemids, **options), K)
+
+
+def iter_similar_items(
     model: Recommender,
     K: int = 20,
     itemids=None,
@@ -432,12 +505,15 @@ def batch_similar_items(
     progress: bool = False,
     memory_budget: int = MEMORY_BUDGET,
     stats: ScoringStats | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ``K`` most similar items (ids int32, scores float32) of many items at once.
+    batch_rows: int | None = None,
+    on_block: Callable[[], None] | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The ``K`` most similar items of many items, as (item ids, ids int32, scores
+    float32) per batch of about ``batch_rows`` items.
 
     ``itemids`` defaults to every item of the model. Equal to
     ``model.similar_items(itemids, N=K, filter_items=..., items=...)``; blocks,
-    threads and ``stats`` as in ``batch_recommend``.
+    threads, ``stats``, batches and ``on_block`` as in ``iter_recommend``.
     """
     model._check_fitted()
     if K < 0:
@@ -469,17 +545,20 @@ def batch_similar_items(
             shape=(count, n_items),
         )
 
-    return _run_blocks(
+    return _blocks(
         len(iids),
         n_items,
         K,
         score_block,
         excluded,
+        labels=iids,
         block_rows=block,
         threads=threads,
         progress=progress,
         stats=stats,
         desc="similar items",
+        batch_rows=batch_rows,
+        on_block=on_block,
     )
 
 

@@ -21,11 +21,19 @@ from recsys.bundle import ModelBundle
 from recsys.candidates import recommend_excluding
 from recsys.data.store import DataStore, TableReader
 from recsys.data.synthetic import generate_shop
-from recsys.snapshots.codec import pack, unpack, unpack_int32, unpack_lists, unpack_offers
+from recsys.scoring import batch_recommend, batch_similar_items
+from recsys.snapshots.codec import (
+    pack,
+    pack_rows,
+    unpack,
+    unpack_int32,
+    unpack_lists,
+    unpack_offers,
+)
 from recsys.snapshots.keys import Keys
 from recsys.snapshots.reader import SnapshotReader
 from training.promote import champion, promote
-from training.publish import PublishError, _user_matrices, load_bundle, publish
+from training.publish import EVENT_COLUMNS, PublishError, _user_matrices, load_bundle, publish
 from training.tracking import open_tracking
 from training.train import train
 
@@ -265,6 +273,117 @@ def test_sigkill_half_way_leaves_readers_untouched_and_next_publish_cleans_up(sh
     assert _version_keys(client, keys, debris) == 0
     assert client.get(keys.current).decode() == after["version"]
     assert client.get(keys.previous).decode() == before["version"]
+
+
+@pytest.fixture(scope="module")
+def als_version(shop) -> str:
+    """An ALS version of the shop (factor scores, whose last bits depend on the blocks),
+    registered beside the champion."""
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = {"factors": 16, "iterations": 5}
+    result = train(shop, "als", params, progress=False, tracking=open_tracking(shop))
+    mp.undo()
+    return str(result["model_version"])
+
+
+def _small_batches(monkeypatch) -> None:
+    """Blocks of 64 customers, batches of 100 (two blocks): several of each in the shop."""
+    import recsys.scoring
+    import training.publish
+
+    monkeypatch.setattr(recsys.scoring, "BLOCK_ROWS", 64)
+    monkeypatch.setattr(training.publish, "USER_BATCH", 100)
+
+
+def test_lists_written_batch_by_batch_are_those_of_every_customer_at_once(
+    shop, als_version, env, monkeypatch
+):
+    """Publish scores and writes batch by batch; every customer's and item's list is,
+    byte for byte, what scoring all of them at once (as publish did before) gives."""
+    client, keys = env
+    _small_batches(monkeypatch)
+    events = DataStore(shop).read("events", columns=EVENT_COLUMNS)
+    for ref in ("champion", als_version):
+        out = publish(shop, ref, n=30, k_similar=7, progress=False)
+        bundle, version = load_bundle(out["model_name"], out["model_version"]), out["version"]
+        model = bundle.model
+        users, rows, bought = _user_matrices(events, bundle)
+        assert out["users"] == len(users) > 3 * 128
+        ids, scores = batch_recommend(
+            model, rows, userids=users, N=30, filter_already_liked_items=False, exclude=bought
+        )
+        names = keys.users(version, bundle.user_map.ids(users))
+        want = dict(zip(names, pack_rows(ids, scores), strict=True))
+        ids, scores = batch_similar_items(model, K=7)
+        similar = [keys.similar(version, i) for i in range(model.n_items_)]
+        want.update(zip(similar, pack_rows(ids, scores), strict=True))
+        names = list(want)
+        assert dict(zip(names, client.mget(names), strict=True)) == want, out["model"]
+
+
+def test_a_model_failing_on_a_later_batch_leaves_the_served_snapshot_alone(shop, env, monkeypatch):
+    """Earlier batches were sent to Redis before the model failed: that version is
+    deleted, and the served snapshot, its pointers and the lock are as they were."""
+    import recsys.snapshots.writer
+
+    client, keys = env
+    served = publish(shop, n=20, k_similar=5, progress=False)["version"]
+    reader = SnapshotReader(client, keys)
+    bundle = _bundle(shop)
+    users, _, _ = _user_matrices(DataStore(shop).read("events"), bundle)
+    user_id = bundle.user_map.ids(users[:1])[0]
+    listed = reader.user(user_id)
+    assert listed
+
+    _small_batches(monkeypatch)  # batches of 128 customers
+    model_class, late = type(bundle.model), users[3 * 128]
+    score = model_class.score
+
+    def failing(self, userids, user_items):
+        if np.max(userids) >= late:
+            raise RuntimeError("scoring failed")
+        return score(self, userids, user_items)
+
+    monkeypatch.setattr(model_class, "score", failing)
+    discarded = {}
+    delete = recsys.snapshots.writer.delete_version
+
+    def deleting(client, keys, version, *args, **kwargs):
+        discarded[version] = delete(client, keys, version, *args, **kwargs)
+        return discarded[version]
+
+    monkeypatch.setattr(recsys.snapshots.writer, "delete_version", deleting)
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        publish(shop, n=20, k_similar=5, progress=False)
+    ((failed, deleted),) = discarded.items()
+    assert failed != served and deleted >= 2 * 128  # two batches had been written
+    assert _version_keys(client, keys, failed) == 0
+    assert client.get(keys.current).decode() == served and client.get(keys.previous) is None
+    assert [v.decode() for v in client.zrange(keys.versions, 0, -1)] == [served]
+    assert client.get(keys.publish_lock) is None
+    assert reader.user(user_id) == listed
+
+
+def test_scoring_for_longer_than_the_lock_lives_keeps_the_lock(shop, env, monkeypatch):
+    """The lock is taken before the scoring and renewed after every scored block: here
+    the scoring of every customer (one batch) takes about twice the lock's TTL."""
+    import recsys.scoring
+
+    client, keys = env
+    monkeypatch.setattr(recsys.scoring, "BLOCK_ROWS", 64)
+    model_class = type(_bundle(shop).model)
+    score = model_class.score
+
+    def slow(self, userids, user_items):
+        time.sleep(0.5)
+        return score(self, userids, user_items)
+
+    monkeypatch.setattr(model_class, "score", slow)
+    started = time.monotonic()
+    out = publish(shop, n=10, k_similar=5, progress=False, lock_ttl_s=1.0)
+    assert time.monotonic() - started > 2.0
+    assert client.get(keys.current).decode() == out["version"]
 
 
 def test_an_unreachable_redis_is_a_one_line_error_before_any_work(shop, monkeypatch):

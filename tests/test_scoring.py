@@ -8,7 +8,14 @@ import scipy.sparse as sp
 
 from recsys.models import create_model
 from recsys.models.topn import top_n
-from recsys.scoring import ScoringStats, batch_recommend, batch_similar_items, fast_top_n
+from recsys.scoring import (
+    ScoringStats,
+    batch_recommend,
+    batch_similar_items,
+    fast_top_n,
+    iter_recommend,
+    iter_similar_items,
+)
 
 N_USERS, N_ITEMS = 61, 240
 FULL_USER, EMPTY_USER = 3, 4
@@ -225,6 +232,63 @@ def test_results_do_not_depend_on_threads_or_block_size(models, user_items):
     for threads, block in ((1, 1), (2, 2), (3, 7), (4, 16)):
         got = batch_recommend(model, user_items, N=20, threads=threads, block_users=block)
         assert_equivalent(got, reference)
+
+
+def test_batches_are_the_all_at_once_rows_bit_for_bit(models, user_items):
+    """Batches of whole blocks: the same blocks as all at once, so the same bits."""
+    users = np.arange(N_USERS)[::-1].copy()
+    blocks = []
+    for key in ("als", "ease"):
+        whole = batch_recommend(models[key], user_items, users, N=9, block_users=4, threads=2)
+        blocks.clear()
+        batches = list(
+            iter_recommend(
+                models[key],
+                user_items,
+                users,
+                N=9,
+                block_users=4,
+                threads=2,
+                batch_rows=10,  # rounded up to 3 blocks of 4 rows
+                on_block=lambda: blocks.append(1),
+            )
+        )
+        assert [len(rows) for rows, _, _ in batches] == [12] * 5 + [1]
+        assert len(blocks) == 16
+        np.testing.assert_array_equal(np.concatenate([rows for rows, _, _ in batches]), users)
+        got = tuple(np.concatenate([batch[i] for batch in batches]) for i in (1, 2))
+        assert_same(got, whole)
+    similar = list(iter_similar_items(models["als"], K=5, block_items=50, batch_rows=100))
+    assert [rows[0] for rows, _, _ in similar] == [0, 100, 200]
+    got = tuple(np.concatenate([batch[i] for batch in similar]) for i in (1, 2))
+    assert_same(got, batch_similar_items(models["als"], K=5, block_items=50))
+
+
+def test_a_caller_that_stops_early_stops_the_scoring(models, user_items):
+    """Blocks of later batches are not scored once the caller closes the generator, and
+    an error while scoring a later batch reaches the caller after the earlier ones."""
+    model, scored = models["ease"], []
+    score = model.score
+
+    def counting(userids, liked):
+        scored.append(len(userids))
+        if userids.max() >= N_USERS - 2:
+            raise RuntimeError("scoring failed")
+        return score(userids, liked)
+
+    model.score = counting
+    try:
+        batches = iter_recommend(model, user_items, N=3, block_users=2, threads=1, batch_rows=4)
+        next(batches)
+        batches.close()
+        assert sum(scored) <= 8  # the first batch, and at most the next one
+        seen = []
+        with pytest.raises(RuntimeError, match="scoring failed"):
+            for rows, _, _ in iter_recommend(model, user_items, N=3, block_users=2, batch_rows=4):
+                seen.append(rows)
+        assert len(np.concatenate(seen)) == 56  # up to the batch of users 56-59
+    finally:
+        del model.score
 
 
 def test_users_and_items_added_after_fitting(models, user_items):

@@ -4,8 +4,9 @@ From the model version behind an alias (``champion`` by default) it computes
 the top-N items of every customer the model knows (items they bought are
 left out unless the model recommends buying again), the top-K similar items
 of every item, and popular and trending items per market and per category as
-fallbacks; then writes them under a new snapshot version and flips
-``current`` (see ``recsys.snapshots.writer``).
+fallbacks; and writes them under a new snapshot version, each batch of lists
+as soon as it is scored (memory holds two batches, not every customer's
+list), then flips ``current`` (see ``recsys.snapshots.writer``).
 
 A registered version was fitted on the events before its evaluation cut-off.
 With ``refit`` the version's recipe (model, parameters, interaction settings)
@@ -20,6 +21,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +38,7 @@ from recsys.data.store import DataStore, TableReader
 from recsys.idmap import IdMap
 from recsys.interactions import InteractionConfig, build_interactions
 from recsys.progress import elapsed
-from recsys.scoring import batch_recommend, batch_similar_items
+from recsys.scoring import iter_recommend, iter_similar_items
 from recsys.snapshots.codec import pack_int32, pack_offers
 from recsys.snapshots.connection import RedisSettingError, is_embedded, open_store, persist
 from recsys.snapshots.keys import Keys
@@ -188,18 +190,13 @@ def publish(
         if exclude_purchased is None:
             exclude_purchased = not getattr(model, "recommends_already_liked", False)
         users, user_rows, purchased = _user_matrices(events, bundle)
-        cand_ids, cand_scores = _candidates(
-            model, users, user_rows, purchased, n, exclude_purchased, progress
-        )
-        sim_ids, sim_scores = _similar(model, len(bundle.item_map), k_similar, progress)
         item_map = bundle.item_map.copy().extend(_catalog_ids(store, events))
         popularity = _popularity(store, events, item_map, n)
-        # read before taking the lock, which a writer renews only as it sends batches
+        # read before taking the lock, which a writer renews only as it scores and sends batches
         offers, currencies = _offers(store, item_map), _currencies(store)
 
-    user_ids = bundle.user_map.ids(users)
     with SnapshotWriter(
-        client, keys, max_rate=max_rate, lock_ttl_ms=int(lock_ttl_s * 1000)
+        client, keys, batch=USER_BATCH, max_rate=max_rate, lock_ttl_ms=int(lock_ttl_s * 1000)
     ) as writer:
         snapshot = writer.version
         writer.set(keys.item_ids(snapshot), "\n".join(item_map.ids()))
@@ -209,20 +206,22 @@ def publish(
         for country in currencies:  # a market with nothing in stock too: an empty table
             offer_ids, prices = offers.get(country, nothing)
             writer.set(keys.market(snapshot, country), pack_offers(offer_ids, prices))
-        bar = tqdm(total=len(users) + len(sim_ids), desc="write", unit="key", disable=not progress)
-        for start in range(0, len(users), USER_BATCH):
-            stop = start + USER_BATCH
-            writer.set_lists(
-                keys.users(snapshot, user_ids[start:stop]),
-                cand_ids[start:stop],
-                cand_scores[start:stop],
-            )
-            bar.update(len(user_ids[start:stop]))
-        for start in range(0, len(sim_ids), USER_BATCH):
-            rows = np.arange(start, min(start + USER_BATCH, len(sim_ids)))
-            writer.set_lists(
-                [keys.similar(snapshot, i) for i in rows], sim_ids[rows], sim_scores[rows]
-            )
+        # each batch is written as soon as it is scored (the next one is scored meanwhile):
+        # memory holds two batches, not every customer's list; the lock is renewed after
+        # every scored block, so it must outlive the scoring of one block, not of them all
+        bar = tqdm(
+            total=len(users) + model.n_items_, desc="write", unit="key", disable=not progress
+        )
+        candidates = _candidates(
+            model, users, user_rows, purchased, n, exclude_purchased, progress, writer.keep_lock
+        )
+        for rows, ids, scores in candidates:
+            writer.set_lists(keys.users(snapshot, bundle.user_map.ids(rows)), ids, scores)
+            bar.update(len(rows))
+        n_similar = 0
+        for rows, ids, scores in _similar(model, k_similar, progress, writer.keep_lock):
+            writer.set_lists([keys.similar(snapshot, i) for i in rows], ids, scores)
+            n_similar += len(rows)
             bar.update(len(rows))
         bar.close()
         for (kind, country, category), (ids, scores) in popularity.lists.items():
@@ -235,7 +234,7 @@ def publish(
         counts = {
             "users": len(users),
             "items": len(item_map),
-            "similar": len(sim_ids),
+            "similar": n_similar,
             "popular_lists": len(popularity.lists),
         }
         meta = {
@@ -262,7 +261,7 @@ def publish(
         if is_embedded(client):
             persist(client)  # the embedded server's database, under the data directory
         step = "measuring its memory"
-        bytes_per_user = _bytes_per_user(client, keys, snapshot, user_ids)
+        bytes_per_user = _bytes_per_user(client, keys, snapshot, bundle.user_map, users)
     except redis.RedisError as exc:
         raise PublishedButFailed(snapshot, step, exc) from exc
     seconds = time.perf_counter() - started
@@ -357,10 +356,12 @@ def _candidates(
     n: int,
     exclude_purchased: bool,
     progress: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-n per known customer, scored from their rows, without what they bought."""
+    on_block: Callable[[], None] | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Top-n per known customer, scored from their rows, without what they bought:
+    (user rows, ids, scores) per batch of about ``USER_BATCH`` customers."""
     exclude = purchased if exclude_purchased else sp.csr_matrix(purchased.shape, dtype=np.float32)
-    return batch_recommend(
+    return iter_recommend(
         model,
         rows,
         userids=users,
@@ -368,14 +369,26 @@ def _candidates(
         filter_already_liked_items=False,
         exclude=exclude,
         progress=progress,
+        batch_rows=USER_BATCH,
+        on_block=on_block,
     )
 
 
-def _similar(model, n_items: int, k: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+def _similar(
+    model, k: int, progress: bool, on_block: Callable[[], None] | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The top-k similar items of every item, per batch; none for a model without item
+    similarity (it says so on its first block)."""
+    batches = iter_similar_items(
+        model, K=k, progress=progress, batch_rows=USER_BATCH, on_block=on_block
+    )
     try:
-        return batch_similar_items(model, K=k, progress=progress)
+        first = next(batches, None)
     except NotImplementedError:
-        return np.empty((0, k), dtype=np.int64), np.empty((0, k), dtype=np.float32)
+        return
+    if first is not None:
+        yield first
+        yield from batches
 
 
 def _catalog_ids(store: TableReader, events: pd.DataFrame) -> list[str]:
@@ -495,19 +508,17 @@ def _sold_in(store: TableReader, item_map: IdMap) -> dict[str, np.ndarray]:
 
 
 def _bytes_per_user(
-    client, keys: Keys, version: str, user_ids: np.ndarray, sample: int = 200
+    client, keys: Keys, version: str, user_map: IdMap, users: np.ndarray, sample: int = 200
 ) -> float | None:
     """Mean Redis memory (MEMORY USAGE) of a sample of customer keys, rounded; None
     where the server refuses the command (managed services may disable it): the
     snapshot is live by then, so that must not fail the publish."""
-    if not len(user_ids):
+    if not len(users):
         return 0.0
-    picks = np.random.default_rng(0).choice(
-        len(user_ids), min(sample, len(user_ids)), replace=False
-    )
+    picks = np.random.default_rng(0).choice(len(users), min(sample, len(users)), replace=False)
     pipe = client.pipeline(transaction=False)
-    for i in picks:
-        pipe.memory_usage(keys.user(version, str(user_ids[i])), samples=0)
+    for user_id in user_map.ids(users[picks]):
+        pipe.memory_usage(keys.user(version, str(user_id)), samples=0)
     try:
         replies = pipe.execute()
     except redis.ResponseError:  # unknown or disabled command

@@ -126,7 +126,7 @@ class SnapshotWriter:
                 )
                 raise PublishLocked(
                     f"another publish holds {self.keys.publish_lock}: it renews the lock while "
-                    f"it writes; {when}"
+                    f"it scores and writes; {when}"
                 )
             time.sleep(0.2)
         try:
@@ -179,9 +179,10 @@ class SnapshotWriter:
             raise PublishLocked("lost the publish lock (expired); publish again")
         self._renewed = time.monotonic()
 
-    def _keep_lock(self) -> None:
-        """Renew the lock during a long step (deleting old versions) once a third of its
-        TTL has passed; after the flip a lost lock no longer matters."""
+    def keep_lock(self) -> None:
+        """Renew the lock during a long step (scoring the next lists, deleting old
+        versions) once a third of its TTL has passed; raises ``PublishLocked`` if it was
+        lost before the flip (after it, a lost lock no longer matters)."""
         if time.monotonic() - self._renewed < self.lock_ttl_ms / 3000:
             return
         try:
@@ -296,7 +297,7 @@ class SnapshotWriter:
             version = as_str(raw)
             if version in keep:
                 continue
-            delete_version(self.client, self.keys, version, progress=self._keep_lock)
+            delete_version(self.client, self.keys, version, progress=self.keep_lock)
             deleted.append(version)
         return deleted
 
