@@ -279,11 +279,8 @@ def test_sigkill_half_way_leaves_readers_untouched_and_next_publish_cleans_up(sh
 def als_version(shop) -> str:
     """An ALS version of the shop (factor scores, whose last bits depend on the blocks),
     registered beside the champion."""
-    mp = pytest.MonkeyPatch()
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     params = {"factors": 16, "iterations": 5}
     result = train(shop, "als", params, progress=False, tracking=open_tracking(shop))
-    mp.undo()
     return str(result["model_version"])
 
 
