@@ -262,6 +262,18 @@ def test_every_option_of_every_command_says_what_it_is():
                 assert param.help, f"{command.name} {param.opts[0]} has no help"
 
 
+def test_data_import_help_names_every_stream_source_it_takes():
+    """`data import --help` named only redis:// URLs; the stream import takes unix:// too."""
+    from recsys.data.formats.stream import URL_SCHEMES
+
+    result, _ = _invoke("data", "import", "--help")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "`redis`" in text
+    for scheme in URL_SCHEMES:
+        assert scheme in text, f"--help does not name {scheme}"
+
+
 @pytest.mark.parametrize("mode", [["--workers", "1"], ["--dev"]])
 def test_serve_on_a_port_in_use_is_one_line_before_loading_anything(tmp_path, monkeypatch, mode):
     monkeypatch.delenv("REDIS_URL", raising=False)

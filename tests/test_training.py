@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -581,6 +582,29 @@ def test_each_data_directory_keeps_its_own_store_in_one_process(shop, tmp_path, 
     chosen = f"sqlite:///{tmp_path / 'elsewhere.db'}"  # the user's own choice still wins
     monkeypatch.setenv("MLFLOW_TRACKING_URI", chosen)
     assert open_tracking(other).tracking_uri == chosen
+
+
+def test_a_copied_data_directory_never_writes_artifacts_into_the_original(tmp_path, monkeypatch):
+    """The experiment of a default store names its artifact folder by absolute path:
+    a copy's runs wrote their artifacts into the original directory."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RECSYS_EXPERIMENT", raising=False)
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    generate_shop(DataStore(original), users=200, items=40, days=60, seed=5, progress=False)
+    train(original, "popular", {"by": "global"}, progress=False)
+    shutil.copytree(original, copy)
+    runs = sorted(p.name for p in (original / "mlflow" / "artifacts").iterdir())
+
+    for args in (["train", "--model", "popular"], ["tune", "--model", "popular", "--trials", "1"]):
+        result = CliRunner().invoke(cli, ["--data", str(copy), *args, "-q"])
+        assert result.exit_code == 2, result.output
+        assert "copied or moved" in result.output and "RECSYS_EXPERIMENT" in result.output
+    assert sorted(p.name for p in (original / "mlflow" / "artifacts").iterdir()) == runs
+
+    monkeypatch.setenv("RECSYS_EXPERIMENT", "copy")
+    out = train(copy, "popular", {"by": "global"}, progress=False)
+    assert (copy / "mlflow" / "artifacts" / out["run_id"]).is_dir()
+    assert sorted(p.name for p in (original / "mlflow" / "artifacts").iterdir()) == runs
 
 
 KILLED_MID_LOGGING = """

@@ -65,7 +65,9 @@ def open_tracking(data_dir: str | os.PathLike, create: bool = True) -> Tracking:
     registered) a data directory without a store raises ``NoTrackingStore``
     instead of getting an empty one: a mistyped ``--data`` is not made into a
     data directory. With ``create=True`` (jobs that log runs) a deleted experiment
-    raises ``TrackingError``: MLflow refuses runs in it."""
+    raises ``TrackingError``: MLflow refuses runs in it; so does a default store whose
+    experiment keeps its artifacts outside the data directory (one copied or moved),
+    where new runs would write into the original's folder."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no phoning home from jobs
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     data_dir = Path(data_dir)
@@ -104,6 +106,14 @@ def open_tracking(data_dir: str | os.PathLike, create: bool = True) -> Tracking:
         experiment_id = client.create_experiment(name, artifact_location=artifacts)
     else:
         experiment_id = experiment.experiment_id
+        moved = artifacts is not None and experiment.artifact_location != artifacts
+        if create and moved:  # MLflow keeps the folder it was created with, by absolute path
+            raise TrackingError(
+                f"the MLflow experiment {name!r} of {data_dir} keeps its artifacts in "
+                f"{experiment.artifact_location} (the data directory was copied or moved): "
+                f"new runs would write there; set {EXPERIMENT_ENV} to another name to log "
+                "them in this directory"
+            )
         if create and experiment.lifecycle_stage == "deleted":  # MLflow refuses new runs in it
             raise TrackingError(
                 f"the MLflow experiment {name!r} of {uri} is deleted: restore it "

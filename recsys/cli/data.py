@@ -42,8 +42,8 @@ def import_(ctx, fmt: str, src: str, as_json: bool, quiet: bool) -> None:
     Importing the same file again changes no table (it is logged, with its rejects).
     On an error nothing is written.
     SRC is a file or folder; for --format stream it is `redis` (the event stream that
-    POST /v1/events fills, in $REDIS_URL or the embedded Redis) or a redis:// URL:
-    new entries are imported, then trimmed from the stream.
+    POST /v1/events fills, in $REDIS_URL or the embedded Redis) or a redis://,
+    rediss:// or unix:// URL: new entries are imported, then trimmed from the stream.
     """
     from recsys.data.importing import import_source
 

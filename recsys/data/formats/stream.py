@@ -48,6 +48,8 @@ from recsys.snapshots.keys import Keys
 CURSOR_FILE = "stream_cursor.json"
 #: Entries per XRANGE call, and per imported batch.
 READ_COUNT = 10_000
+#: What a stream source may be besides ``redis`` (the data directory's own Redis).
+URL_SCHEMES = ("redis://", "rediss://", "unix://")
 BATCH_ROWS = 200_000
 COLUMNS = list(IDENTITY_COLUMNS)  # the canonical event columns
 
@@ -206,12 +208,12 @@ def import_stream(src: str, store: DataStore, progress: bool = True) -> StreamIm
         raise DataError(str(exc)) from None
     if src == "redis":
         target = redis_target(store.root)
-    elif src.startswith(("redis://", "rediss://", "unix://")):
+    elif src.startswith(URL_SCHEMES):
         client, target = redis.Redis.from_url(src), src
     else:
         raise DataError(
             f"{src}: for --format stream give `redis` (the data directory's Redis) "
-            "or a redis:// or unix:// URL"
+            f"or a {', '.join(URL_SCHEMES)} URL"
         )
     try:
         client.ping()
