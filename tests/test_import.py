@@ -272,6 +272,23 @@ def test_items_long_format_reasons_and_upsert(store, tmp_path):
     assert mk.loc[("i1", "DE"), "price"] == 11 and len(mk) == 2
 
 
+def test_an_item_market_imported_again_as_it_is_stored_counts_as_unchanged(store, tmp_path):
+    """A stock column with a null is read back as floats (7.0): the same stock, 7,
+    counted as an update."""
+    catalog = [
+        ITEMS_HEADER,
+        "i1,Mug,Home > Kitchen,Acme,,2024-01-01,DE,EUR,9.5,7",
+        "i1,Mug,Home > Kitchen,Acme,,2024-01-01,GB,GBP,8.0,",
+    ]
+    src = write(tmp_path / "catalog.csv", catalog)
+    import_source(store, "items", src, progress=False)
+    again = import_source(store, "items", src, progress=False)
+    assert again.tables["item_markets"] == {"new": 0, "updated": 0, "unchanged": 2}
+    feed = write(tmp_path / "stock.csv", ["item_id,country,stock", "i1,DE,7", "i1,GB,3"])
+    out = import_source(store, "items", feed, progress=False)
+    assert out.tables["item_markets"] == {"new": 0, "updated": 1, "unchanged": 1}
+
+
 def test_a_stock_feed_keeps_the_catalog_columns_it_does_not_have(store, tmp_path):
     catalog = [
         ITEMS_HEADER,

@@ -457,9 +457,16 @@ def _rows_equal(old: pd.DataFrame, new: pd.DataFrame, key: list[str]) -> int:
         if col in key:
             continue
         a, b = joined[col], joined[f"{col}_old"]
-        same = (a.astype(str) == b.astype(str)) | (a.isna() & b.isna())
-        equal &= same.to_numpy()
+        if _is_number(a) and _is_number(b):  # an int column with a null is read as floats
+            same = (a.astype("Float64") == b.astype("Float64")).fillna(False)
+        else:
+            same = a.astype(str) == b.astype(str)
+        equal &= (same | (a.isna() & b.isna())).to_numpy(dtype=bool)
     return int(equal.sum())
+
+
+def _is_number(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
 
 
 def now_utc() -> datetime:
