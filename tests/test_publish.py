@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 
 import numpy as np
 import pandas as pd
@@ -50,16 +49,30 @@ def shop(tmp_path_factory):
 
 
 @pytest.fixture
-def env(redis_url, monkeypatch):
-    """REDIS_URL and a fresh key prefix for this test; returns (client, keys)."""
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.setenv("RECSYS_REDIS_PREFIX", prefix)
+def env(redis_env, monkeypatch):
+    """``redis_env`` (REDIS_URL, a fresh key prefix: ``(client, keys)``) with the data
+    directory's own MLflow store."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    client = redis.Redis.from_url(redis_url)
-    yield client, Keys(prefix)
-    for key in client.scan_iter(match=f"{prefix}:*"):
-        client.unlink(key)
+    return redis_env
+
+
+def _small_shop(root) -> DataStore:
+    data = DataStore(root)
+    generate_shop(data, users=150, items=30, days=40, seed=3, progress=False)
+    return data
+
+
+def _popular_published(root, table: str, rows: pd.DataFrame) -> str:
+    """``table`` of the shop in ``root`` replaced by ``rows``, then a popularity model
+    trained, promoted and published: the snapshot's version."""
+    with DataStore(root).transaction() as txn:
+        txn.replace_table(table)
+        txn.write_part(table, rows)
+    tracking = open_tracking(root)
+    promote(
+        tracking, train(root, "popular", {}, progress=False, tracking=tracking)["model_version"]
+    )
+    return publish(root, n=10, k_similar=5, progress=False)["version"]
 
 
 def _bundle(root) -> ModelBundle:
@@ -799,22 +812,12 @@ def test_deleting_much_debris_keeps_the_lock(env):
 
 def test_a_category_with_a_line_break_keeps_the_category_table_aligned(tmp_path, env):
     client, keys = env
-    root = tmp_path / "shop"
-    data = DataStore(root)
-    generate_shop(data, users=150, items=30, days=40, seed=3, progress=False)
-    items = data.read("items")
+    items = _small_shop(tmp_path / "shop").read("items")
     catalog = items.set_index("item_id")["category"].copy()
     first = sorted(items["category"].dropna().unique())[0]
     # a quoted CSV field may hold a line break; the canonical import keeps it
     items.loc[items["category"] == first, "category"] = first.replace(" > ", "\n > ", 1) + "\n"
-    with data.transaction() as txn:
-        txn.replace_table("items")
-        txn.write_part("items", items)
-    tracking = open_tracking(root)
-    promote(
-        tracking, train(root, "popular", {}, progress=False, tracking=tracking)["model_version"]
-    )
-    version = publish(root, n=10, k_similar=5, progress=False)["version"]
+    version = _popular_published(tmp_path / "shop", "items", items)
     reader = SnapshotReader(client, keys)
     names = reader.item_ids(version)
     cats = reader.categories(version)
@@ -881,20 +884,10 @@ def test_a_market_with_nothing_in_stock_is_published_and_served_as_such(tmp_path
     from serving.config import ServingConfig
 
     client, keys = env
-    root = tmp_path / "shop"
-    data = DataStore(root)
-    generate_shop(data, users=150, items=30, days=40, seed=3, progress=False)
-    offers = data.read("item_markets")
+    offers = _small_shop(tmp_path / "shop").read("item_markets")
     closed, open_market = sorted(offers["country"].unique())[:2]
     offers.loc[offers["country"] == closed, "stock"] = 0
-    with data.transaction() as txn:
-        txn.replace_table("item_markets")
-        txn.write_part("item_markets", offers)
-    tracking = open_tracking(root)
-    promote(
-        tracking, train(root, "popular", {}, progress=False, tracking=tracking)["model_version"]
-    )
-    version = publish(root, n=10, k_similar=5, progress=False)["version"]
+    version = _popular_published(tmp_path / "shop", "item_markets", offers)
     assert client.get(keys.market(version, closed)) == b""
     app = create_app(ServingConfig(redis_url=redis_url, key_prefix=keys.prefix).checked())
     answers = {
