@@ -16,10 +16,12 @@ import pytest
 import redis
 from shops import generated_shop
 
+import training.publish
 from recsys.bundle import ModelBundle
 from recsys.candidates import recommend_excluding
 from recsys.data.store import DataStore, TableReader
 from recsys.data.synthetic import generate_shop
+from recsys.interactions import build_interactions
 from recsys.scoring import batch_recommend, batch_similar_items
 from recsys.snapshots.codec import (
     pack,
@@ -32,7 +34,15 @@ from recsys.snapshots.codec import (
 from recsys.snapshots.keys import Keys
 from recsys.snapshots.reader import SnapshotReader
 from training.promote import champion, promote
-from training.publish import EVENT_COLUMNS, PublishError, _user_matrices, load_bundle, publish
+from training.publish import (
+    CATEGORICAL_EVENT_COLUMNS,
+    EVENT_COLUMNS,
+    PublishError,
+    _catalog_ids,
+    _user_matrices,
+    load_bundle,
+    publish,
+)
 from training.tracking import open_tracking
 from training.train import train
 
@@ -330,6 +340,59 @@ def test_lists_written_batch_by_batch_are_those_of_every_customer_at_once(
         want.update(zip(similar, pack_rows(ids, scores), strict=True))
         names = list(want)
         assert dict(zip(names, client.mget(names), strict=True)) == want, out["model"]
+
+
+def _snapshot(client, keys: Keys, version: str) -> dict:
+    """Every key of one snapshot, named without its version, with its value (a hash's
+    fields but its start and creation times)."""
+    out = {}
+    for name in client.scan_iter(match=keys.version_pattern(version), count=1000):
+        kind = client.type(name)
+        if kind == b"hash":
+            value = client.hgetall(name)
+            value.pop(b"started_at"), value.pop(b"created_at")
+        else:
+            assert kind == b"string", name
+            value = client.get(name)
+        out[name.decode().replace(version, "<version>")] = value
+    return out
+
+
+def test_events_read_as_categories_publish_what_the_plain_read_does(shop, env, monkeypatch):
+    """Publish reads the events' ids, types and countries as categories: the interaction
+    matrices, id maps and catalog ids built from them, and every key of the snapshot,
+    equal those of the plain (string) read."""
+    client, keys = env
+    store = DataStore(shop)
+    plain = store.read("events", columns=EVENT_COLUMNS)
+    compact = store.read("events", columns=EVENT_COLUMNS, categorical=CATEGORICAL_EVENT_COLUMNS)
+    for column in CATEGORICAL_EVENT_COLUMNS:
+        assert isinstance(compact[column].dtype, pd.CategoricalDtype), column
+        assert compact[column].astype(object).equals(plain[column].astype(object)), column
+    assert compact["user_id"].isna().any()  # guests' null ids stay null
+    with pytest.raises(ValueError, match="not a string column"):
+        store.read("events", columns=EVENT_COLUMNS, categorical=["quantity"])
+
+    bundle = _bundle(shop)
+    for a, b in zip(
+        _user_matrices(compact, bundle), _user_matrices(plain, bundle), strict=True
+    ):  # known customers, their rows, their purchases
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+        else:
+            assert a.shape == b.shape and (a != b).nnz == 0
+    fresh = [build_interactions(e) for e in (compact, plain)]  # maps grown in first-seen order
+    assert fresh[0].user_map == fresh[1].user_map and fresh[0].item_map == fresh[1].item_map
+    assert (fresh[0].matrix != fresh[1].matrix).nnz == 0
+    assert _catalog_ids(store, compact) == _catalog_ids(store, plain)
+
+    snapshots = []
+    for columns in (CATEGORICAL_EVENT_COLUMNS, []):  # [] reads every column as strings
+        monkeypatch.setattr(training.publish, "CATEGORICAL_EVENT_COLUMNS", columns)
+        version = publish(shop, n=30, k_similar=7, progress=False)["version"]
+        snapshots.append(_snapshot(client, keys, version))
+    assert len(snapshots[0]) > 700
+    assert snapshots[0] == snapshots[1]
 
 
 def test_a_model_failing_on_a_later_batch_leaves_the_served_snapshot_alone(shop, env, monkeypatch):

@@ -42,7 +42,7 @@ import fcntl
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -109,10 +109,13 @@ class TableReader:
         tables = self.manifest()["tables"]
         return {name: sum(p["rows"] for p in tables.get(name, [])) for name in TABLES}
 
-    def dataset(self, table: str, months: list[str] | None = None) -> ds.Dataset:
+    def dataset(
+        self, table: str, months: list[str] | None = None, categorical: Sequence[str] = ()
+    ) -> ds.Dataset:
         """A ``pyarrow.dataset`` over the table's parts, for streaming scans.
 
-        ``months`` (``"YYYY-MM"``) restricts a month-partitioned table.
+        ``months`` (``"YYYY-MM"``) restricts a month-partitioned table; the string
+        columns ``categorical`` are read dictionary-encoded (see ``read``).
         """
         spec = _table(table)
         parts = self.parts(table)
@@ -120,11 +123,32 @@ class TableReader:
             wanted = set(months)
             parts = [p for p in parts if p.get("month") in wanted]
         files = [str(self.tables_dir / table / p["file"]) for p in parts]
-        return ds.dataset(files, schema=spec.schema, format="parquet")
+        if not categorical:
+            return ds.dataset(files, schema=spec.schema, format="parquet")
+        schema = _dictionary_schema(spec, categorical)
+        options = ds.ParquetReadOptions(dictionary_columns=list(categorical))
+        return ds.dataset(files, schema=schema, format=ds.ParquetFileFormat(read_options=options))
 
-    def read(self, table: str, columns: list[str] | None = None, filter=None) -> pd.DataFrame:
-        """The whole table (or some columns / rows) as a DataFrame."""
-        return self.dataset(table).to_table(columns=columns, filter=filter).to_pandas()
+    def read(
+        self,
+        table: str,
+        columns: list[str] | None = None,
+        filter=None,
+        categorical: Sequence[str] = (),
+    ) -> pd.DataFrame:
+        """The whole table (or some columns / rows) as a DataFrame.
+
+        The string columns ``categorical`` come as pandas ``category`` (decoded from
+        the Parquet dictionary pages): an int32 code per row instead of each value's
+        text, for columns with few distinct values (ids of customers and items,
+        event types, countries); a column of mostly distinct values gains nothing.
+        """
+        data = self.dataset(table, categorical=categorical)
+        frame = data.to_table(columns=columns, filter=filter).to_pandas()
+        # the Arrow table is freed, but its allocator keeps the pages for reuse by Arrow,
+        # which the pandas and numpy work after a read does not do: give them back
+        pa.default_memory_pool().release_unused()
+        return frame
 
 
 class StoreView(TableReader):
@@ -162,8 +186,9 @@ class DataStore(TableReader):
             return {"tables": {}, "committed_at": None}
         return json.loads(path.read_text())
 
-    def read(self, table: str, columns: list[str] | None = None, filter=None) -> pd.DataFrame:
-        """The whole table (or some columns / rows) as a DataFrame.
+    def read(self, table: str, *args, **kwargs) -> pd.DataFrame:
+        """The whole table (or some columns / rows) as a DataFrame; the arguments of
+        ``TableReader.read``.
 
         A write that commits while this reads deletes the parts it replaced; the
         read then starts again from the new manifest (a few times at most), so it
@@ -172,7 +197,7 @@ class DataStore(TableReader):
         """
         for attempt in range(READ_ATTEMPTS):
             try:
-                return super().read(table, columns=columns, filter=filter)
+                return super().read(table, *args, **kwargs)
             except FileNotFoundError:
                 if attempt == READ_ATTEMPTS - 1:
                     raise
@@ -432,6 +457,17 @@ def _flock(path: Path, operation: int) -> Iterator[bool]:
         yield held
     finally:
         os.close(fd)
+
+
+def _dictionary_schema(spec: Table, columns: Sequence[str]) -> pa.Schema:
+    """``spec``'s schema with the string ``columns`` dictionary-encoded."""
+    schema = spec.schema
+    for name in columns:
+        i = schema.get_field_index(name)
+        if i < 0 or not pa.types.is_string(schema.field(i).type):
+            raise ValueError(f"{spec.name}.{name} is not a string column; it cannot be categorical")
+        schema = schema.set(i, schema.field(i).with_type(pa.dictionary(pa.int32(), pa.string())))
+    return schema
 
 
 def _table(name: str) -> Table:
