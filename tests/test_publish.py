@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -821,6 +822,30 @@ def test_a_publish_that_runs_out_of_memory_deletes_what_it_wrote(shop, private_r
     assert client.dbsize() == before  # the half-written version is gone: memory is free again
     assert client.get(keys.publish_lock) is None
     client.config_set("maxmemory", 0)
+
+
+def test_a_publish_failing_while_it_writes_stops_its_scoring_threads(
+    shop, private_redis, monkeypatch
+):
+    """Redis refusing a batch (out of memory) while the next one is scored: the scoring
+    threads end and BLAS gets its threads back at once, not when the exception (kept
+    by a caller, a notebook) is collected."""
+    from threadpoolctl import threadpool_info
+
+    client, _ = private_redis
+    _small_batches(monkeypatch)
+    blas = {i["filepath"]: i["num_threads"] for i in threadpool_info()}
+    publish(shop, n=30, k_similar=5, progress=False)
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", client.info("memory")["used_memory"] + 100_000)
+    try:
+        with pytest.raises(redis.OutOfMemoryError) as failed:
+            publish(shop, n=30, k_similar=5, progress=False)
+        assert failed.value.__traceback__ is not None  # the publish's frames are kept
+        assert {i["filepath"]: i["num_threads"] for i in threadpool_info()} == blas
+        assert not [t for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor")]
+    finally:
+        client.config_set("maxmemory", 0)
 
 
 def test_publish_refuses_a_redis_that_may_evict_snapshot_keys(shop, private_redis):

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,14 +220,18 @@ def publish(
         candidates = _candidates(
             model, users, user_rows, purchased, n, exclude_purchased, progress, writer.keep_lock
         )
-        for rows, ids, scores in candidates:
-            writer.set_lists(keys.users(snapshot, bundle.user_map.ids(rows)), ids, scores)
-            bar.update(len(rows))
+        # closed when a write fails too: a suspended generator keeps its scoring threads
+        # and BLAS held to one thread for as long as the exception's frames live
+        with closing(candidates):
+            for rows, ids, scores in candidates:
+                writer.set_lists(keys.users(snapshot, bundle.user_map.ids(rows)), ids, scores)
+                bar.update(len(rows))
         n_similar = 0
-        for rows, ids, scores in _similar(model, k_similar, progress, writer.keep_lock):
-            writer.set_lists([keys.similar(snapshot, i) for i in rows], ids, scores)
-            n_similar += len(rows)
-            bar.update(len(rows))
+        with closing(_similar(model, k_similar, progress, writer.keep_lock)) as similar:
+            for rows, ids, scores in similar:
+                writer.set_lists([keys.similar(snapshot, i) for i in rows], ids, scores)
+                n_similar += len(rows)
+                bar.update(len(rows))
         bar.close()
         for (kind, country, category), (ids, scores) in popularity.lists.items():
             key = (
@@ -386,13 +391,14 @@ def _similar(
     batches = iter_similar_items(
         model, K=k, progress=progress, batch_rows=USER_BATCH, on_block=on_block
     )
-    try:
-        first = next(batches, None)
-    except NotImplementedError:
-        return
-    if first is not None:
-        yield first
-        yield from batches
+    with closing(batches):  # also when this generator is closed after its first batch
+        try:
+            first = next(batches, None)
+        except NotImplementedError:
+            return
+        if first is not None:
+            yield first
+            yield from batches
 
 
 def _catalog_ids(store: TableReader, events: pd.DataFrame) -> list[str]:
