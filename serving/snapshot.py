@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pycountry
 
-from recsys.snapshots.codec import unpack, unpack_int32, unpack_offers
+from recsys.snapshots.codec import MARKET_OFFERS, unpack, unpack_int32, unpack_offers
 from recsys.snapshots.keys import VERSION_PATTERN
 from serving.gateway import RedisGateway
 from serving.ranking import eligibility_flags
@@ -202,7 +202,9 @@ def _load(gateway: RedisGateway, version: str, cache_similar_max_items: int) -> 
     markets: dict[str, Market] = {}
     if countries:
         lost = [c for c, blob in zip(countries, out[0], strict=True) if blob is None]
-        if lost:  # read as "nothing offered", every list there would fall to empty
+        # read as "nothing offered", every list there would fall to empty; a snapshot of
+        # earlier publishes has no table for a market with nothing in stock: empty there
+        if lost and meta.get(MARKET_OFFERS) == "all":
             raise SnapshotNotReady(
                 f"snapshot {version} is incomplete: the offers of market(s) "
                 f"{', '.join(lost)} are missing"

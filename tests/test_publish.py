@@ -25,6 +25,7 @@ from recsys.data.synthetic import generate_shop
 from recsys.interactions import build_interactions
 from recsys.scoring import batch_recommend, batch_similar_items
 from recsys.snapshots.codec import (
+    MARKET_OFFERS,
     pack,
     pack_rows,
     unpack,
@@ -984,3 +985,35 @@ def test_a_market_with_nothing_in_stock_is_published_and_served_as_such(tmp_path
     }
     assert all(a["version"] == version and a["degraded"] is False for a in answers.values())
     assert answers[closed]["items"] == [] and len(answers[open_market]["items"]) == 5
+
+
+def test_a_snapshot_of_earlier_publishes_without_a_closed_markets_offers_is_served(
+    tmp_path, env, redis_url
+):
+    """Publishes before empty offers tables were written left no key for a market with
+    nothing in stock: such a snapshot is served (the market empty) as it was, not
+    refused; a snapshot that says it wrote every market's offers and lost one is."""
+    from serving import create_app
+    from serving.config import ServingConfig
+
+    client, keys = env
+    offers = _small_shop(tmp_path / "shop").read("item_markets")
+    closed, open_market = sorted(offers["country"].unique())[:2]
+    offers.loc[offers["country"] == closed, "stock"] = 0
+    version = _popular_published(tmp_path / "shop", "item_markets", offers)
+    client.delete(keys.market(version, closed))  # as a publish of earlier code left it
+    client.hdel(keys.meta(version), MARKET_OFFERS)  # which did not say it wrote every one
+    app = create_app(ServingConfig(redis_url=redis_url, key_prefix=keys.prefix).checked())
+    answers = {
+        market: app.test_client().get(f"/v1/popular?country={market}&n=5")
+        for market in (closed, open_market)
+    }
+    assert all(a.status_code == 200 for a in answers.values())
+    answers = {market: a.get_json() for market, a in answers.items()}
+    assert all(a["version"] == version and a["degraded"] is False for a in answers.values())
+    assert answers[closed]["items"] == [] and len(answers[open_market]["items"]) == 5
+
+    newer = publish(tmp_path / "shop", n=10, k_similar=5, progress=False)["version"]
+    client.delete(keys.market(newer, closed))  # lost: evicted or deleted under us
+    fresh = create_app(ServingConfig(redis_url=redis_url, key_prefix=keys.prefix).checked())
+    assert fresh.test_client().get(f"/v1/popular?country={open_market}&n=5").status_code == 503

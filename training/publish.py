@@ -40,7 +40,7 @@ from recsys.idmap import IdMap
 from recsys.interactions import InteractionConfig, build_interactions
 from recsys.progress import elapsed
 from recsys.scoring import iter_recommend, iter_similar_items
-from recsys.snapshots.codec import pack_int32, pack_offers
+from recsys.snapshots.codec import MARKET_OFFERS, pack_int32, pack_offers
 from recsys.snapshots.connection import RedisSettingError, is_embedded, open_store, persist
 from recsys.snapshots.keys import Keys
 from recsys.snapshots.writer import SnapshotWriter
@@ -257,6 +257,7 @@ def publish(
             "refit": refit,
             **counts,
             "markets": json.dumps(currencies),
+            MARKET_OFFERS: "all",  # a missing offers table is then a lost key
         }
         try:
             flip = writer.commit(meta)

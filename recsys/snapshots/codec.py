@@ -13,6 +13,10 @@ import sys
 import numpy as np
 
 CODEC = "u32+f16/v1"
+#: Meta field (value ``"all"``) of a snapshot with an offers table for every market of
+#: its ``markets``, empty where nothing is in stock; earlier publishes wrote no table
+#: for such a market, so there a missing one means an empty market, not a lost key.
+MARKET_OFFERS = "market_offers"
 _IDS = np.dtype("<u4")
 
 
