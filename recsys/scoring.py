@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +44,8 @@ BLOCK_ROWS = 512
 GROUPS_PER_RESULT = 4
 #: Rows narrower than ``GROUPS_PER_RESULT * n * MIN_GROUP_SIZE`` sort every finite score.
 MIN_GROUP_SIZE = 2
+#: Seconds between ``on_block`` calls while a block is being scored.
+BEAT_S = 0.1
 
 _LOWEST = np.finfo(np.float32).min
 
@@ -265,7 +267,8 @@ def _blocks(
     of whole blocks, in row order: ``batch_rows`` rounded up to a multiple of
     ``block_rows``, or every row at once when None. The next batch is scored
     while the caller handles one, so at most two batches' results are held.
-    ``on_block`` is called in the caller's thread after each block is done.
+    ``on_block`` is called in the caller's thread after each block is done, and every
+    ``BEAT_S`` seconds while it waits for one (e.g. to renew a lock during a long block).
     While the generator is open, BLAS is held to one thread in the whole process.
     """
     buffers = _Buffers()
@@ -306,6 +309,8 @@ def _blocks(
                 while queued is not None:
                     rows, ids, best, futures = queued
                     for future in futures:
+                        while on_block is not None and not wait([future], BEAT_S).done:
+                            on_block()  # a block longer than a lock's TTL keeps the lock
                         count, product, selection, full = future.result()
                         stats.product_seconds += product
                         stats.selection_seconds += selection

@@ -440,6 +440,18 @@ def test_a_model_failing_on_a_later_batch_leaves_the_served_snapshot_alone(shop,
     assert reader.user(user_id) == listed
 
 
+def _slow_scoring(shop, monkeypatch, seconds: float) -> None:
+    """The champion's model takes ``seconds`` more for every block it scores."""
+    model_class = type(_bundle(shop).model)
+    score = model_class.score
+
+    def slow(self, userids, user_items):
+        time.sleep(seconds)
+        return score(self, userids, user_items)
+
+    monkeypatch.setattr(model_class, "score", slow)
+
+
 def test_scoring_for_longer_than_the_lock_lives_keeps_the_lock(shop, env, monkeypatch):
     """The lock is taken before the scoring and renewed after every scored block: here
     the scoring of every customer (one batch) takes about twice the lock's TTL."""
@@ -447,17 +459,20 @@ def test_scoring_for_longer_than_the_lock_lives_keeps_the_lock(shop, env, monkey
 
     client, keys = env
     monkeypatch.setattr(recsys.scoring, "BLOCK_ROWS", 64)
-    model_class = type(_bundle(shop).model)
-    score = model_class.score
-
-    def slow(self, userids, user_items):
-        time.sleep(0.5)
-        return score(self, userids, user_items)
-
-    monkeypatch.setattr(model_class, "score", slow)
+    _slow_scoring(shop, monkeypatch, 0.5)
     started = time.monotonic()
     out = publish(shop, n=10, k_similar=5, progress=False, lock_ttl_s=1.0)
     assert time.monotonic() - started > 2.0
+    assert client.get(keys.current).decode() == out["version"]
+
+
+def test_one_block_scored_for_longer_than_the_lock_lives_keeps_the_lock(shop, env, monkeypatch):
+    """A slow model's block (here every block takes 2.5 lock TTLs): the lock is renewed
+    while the block is scored, not only between blocks (before the scoring moved under
+    the lock, a slow model never lost it)."""
+    client, keys = env
+    _slow_scoring(shop, monkeypatch, 2.5)
+    out = publish(shop, n=10, k_similar=5, progress=False, lock_ttl_s=1.0)
     assert client.get(keys.current).decode() == out["version"]
 
 

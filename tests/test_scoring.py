@@ -254,7 +254,7 @@ def test_batches_are_the_all_at_once_rows_bit_for_bit(models, user_items):
             )
         )
         assert [len(rows) for rows, _, _ in batches] == [12] * 5 + [1]
-        assert len(blocks) == 16
+        assert len(blocks) >= 16  # after every block (and while a slow one is scored)
         np.testing.assert_array_equal(np.concatenate([rows for rows, _, _ in batches]), users)
         got = tuple(np.concatenate([batch[i] for batch in batches]) for i in (1, 2))
         assert_same(got, whole)

@@ -308,8 +308,8 @@ def tune(ctx, model_name, budget_minutes, trials, protocol, cutoff, seed, as_jso
     type=click.FloatRange(min=0.5),
     default=30.0,
     show_default=True,
-    help="Seconds the publish lock outlives a writer that died (it is renewed after "
-    "each block of customers scored and each batch written, so it must outlast one).",
+    help="Seconds the publish lock outlives a writer that died (it is renewed while "
+    "the lists are scored and written).",
 )
 @click.option(
     "--refit",

@@ -212,8 +212,8 @@ def publish(
             offer_ids, prices = offers.get(country, nothing)
             writer.set(keys.market(snapshot, country), pack_offers(offer_ids, prices))
         # each batch is written as soon as it is scored (the next one is scored meanwhile):
-        # memory holds two batches, not every customer's list; the lock is renewed after
-        # every scored block, so it must outlive the scoring of one block, not of them all
+        # memory holds two batches, not every customer's list; the lock is renewed while
+        # the blocks are scored, however long one takes
         bar = tqdm(
             total=len(users) + model.n_items_, desc="write", unit="key", disable=not progress
         )
