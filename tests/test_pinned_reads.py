@@ -281,3 +281,31 @@ def test_a_directory_where_the_readers_lock_cannot_be_created_is_still_read(tmp_
     monkeypatch.setattr(store_module.os, "open", failing_open)
     with pytest.raises(OSError, match="I/O error"), data.pinned():
         pass
+
+
+def test_writes_work_where_flock_is_emulated_by_fcntl_locks(tmp_path, monkeypatch):
+    """On NFS the kernel emulates flock with fcntl locks: an exclusive lock needs a
+    file opened for writing (EBADF otherwise), so every import failed there once the
+    writer locked the readers' lock file opened read-only. (Simulated: no NFS here.)"""
+    import errno
+    import fcntl
+    import os
+
+    real_flock = fcntl.flock
+
+    def nfs_flock(fd, operation):
+        fileno = fd if isinstance(fd, int) else fd.fileno()
+        writable = fcntl.fcntl(fileno, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
+        if operation & fcntl.LOCK_EX and not writable:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", nfs_flock)
+    root = tmp_path / "shop"
+    _generate(root, seed=1)
+    with DataStore(root).pinned() as view:
+        old_parts = _named(view.manifest())
+        _generate(root, seed=2)
+        assert old_parts <= _part_files(root) and view.counts()["items"] == ITEMS
+    _generate(root, seed=3)
+    assert _part_files(root) == _named(DataStore(root).manifest())

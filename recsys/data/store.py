@@ -43,7 +43,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -447,7 +447,13 @@ def to_arrow(spec: Table, data: pa.Table | pd.DataFrame) -> pa.Table:
 def _flock(path: Path, operation: int) -> Iterator[bool]:
     """``flock(operation)`` held on ``path`` for the block; False when ``LOCK_NB``
     found it taken. The kernel releases it if the process dies."""
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+    fd = None
+    if operation & fcntl.LOCK_EX:  # NFS emulates flock by fcntl locks: EX needs write access
+        # (another user's lock file cannot be opened so: read access does off NFS)
+        with suppress(PermissionError):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    if fd is None:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
     try:
         try:
             fcntl.flock(fd, operation)
