@@ -214,9 +214,10 @@ class DataStore(TableReader):
                     stack.enter_context(_flock(self.tables_dir / READERS_LOCK, fcntl.LOCK_SH))
                 except OSError as exc:
                     # the lock file is missing and may not be created here (a read-only
-                    # mount, another user's directory): no writer of this machine can
-                    # replace parts either, so the view goes without the lock
-                    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    # mount, another user's directory), or the file system refuses locks
+                    # (NFS without its lock service: writers here fail on theirs): the
+                    # view goes without the lock, as reads did before pinned views
+                    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOLCK):
                         raise
                 manifest = self.manifest()
             view = StoreView(self.root, manifest)
