@@ -607,6 +607,22 @@ def test_a_copied_data_directory_never_writes_artifacts_into_the_original(tmp_pa
     assert sorted(p.name for p in (original / "mlflow" / "artifacts").iterdir()) == runs
 
 
+def test_a_data_directory_moved_with_a_symlink_left_in_its_place_still_trains(
+    tmp_path, monkeypatch
+):
+    """Its experiment's artifact folder, named by the old path, is reached through the
+    symlink: the same folder, so runs are not refused as those of a copy."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RECSYS_EXPERIMENT", raising=False)
+    old, new = tmp_path / "old", tmp_path / "new"
+    generate_shop(DataStore(old), users=200, items=40, days=60, seed=5, progress=False)
+    train(old, "popular", {"by": "global"}, progress=False)
+    old.rename(new)
+    old.symlink_to(new, target_is_directory=True)
+    out = train(new, "popular", {"by": "global"}, progress=False)
+    assert (new / "mlflow" / "artifacts" / out["run_id"]).is_dir()
+
+
 KILLED_MID_LOGGING = """
 import os, signal, sys
 import training.train as job

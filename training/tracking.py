@@ -15,6 +15,8 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import mlflow
 from mlflow import MlflowClient
@@ -106,7 +108,7 @@ def open_tracking(data_dir: str | os.PathLike, create: bool = True) -> Tracking:
         experiment_id = client.create_experiment(name, artifact_location=artifacts)
     else:
         experiment_id = experiment.experiment_id
-        moved = artifacts is not None and experiment.artifact_location != artifacts
+        moved = artifacts is not None and not _same_folder(experiment.artifact_location, artifacts)
         if create and moved:  # MLflow keeps the folder it was created with, by absolute path
             raise TrackingError(
                 f"the MLflow experiment {name!r} of {data_dir} keeps its artifacts in "
@@ -131,6 +133,21 @@ def open_tracking(data_dir: str | os.PathLike, create: bool = True) -> Tracking:
     tracking = Tracking(data_dir, uri, experiment_id, registered)
     close_orphaned_runs(tracking)
     return tracking
+
+
+def _same_folder(location: str, artifacts: str) -> bool:
+    """Whether the experiment's artifact ``location`` is the folder of the ``artifacts``
+    URI: the same text, or a path that leads there (a symlink left where the data
+    directory was before it moved)."""
+    if location == artifacts:
+        return True
+    parsed = urlparse(location)
+    if parsed.scheme not in ("file", ""):
+        return False
+    try:
+        return os.path.samefile(url2pathname(parsed.path), url2pathname(urlparse(artifacts).path))
+    except OSError:  # one of them does not exist
+        return False
 
 
 def owner_tags() -> dict[str, str]:
