@@ -31,6 +31,37 @@ from recsys.snapshots.keys import DEFAULT_PREFIX, Keys
 DOWN_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
+#: Oldest Redis the request path works with: recent views use ZADD GT and ZRANGE REV.
+MIN_REDIS_VERSION = (6, 2)
+
+
+def check_redis_version(client: redis.Redis) -> None:
+    """Raise ``ValueError`` when the Redis behind ``client`` answers and is older than
+    ``MIN_REDIS_VERSION`` (its replies to those commands would be errors on every
+    request); a Redis that does not answer now is not judged."""
+    try:
+        version = str(client.info("server").get("redis_version", ""))
+    except (*DOWN_ERRORS, redis.RedisError):
+        return
+    if not redis_version_supported(version):
+        wanted = ".".join(map(str, MIN_REDIS_VERSION))
+        raise ValueError(
+            f"Redis {version} is too old: serving needs Redis {wanted} or later (recent "
+            "views use ZADD GT and ZRANGE REV); upgrade it, or unset REDIS_URL to use the "
+            "embedded one"
+        )
+
+
+def redis_version_supported(version: str) -> bool:
+    """Whether a ``redis_version`` string (``"7.0.15"``) is ``MIN_REDIS_VERSION`` or later;
+    one that does not parse is given the benefit of the doubt."""
+    try:
+        parts = tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return True
+    return parts >= MIN_REDIS_VERSION
+
+
 class RedisUnavailable(RuntimeError):
     """Redis did not answer (or was skipped because it just failed)."""
 

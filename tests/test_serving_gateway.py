@@ -14,8 +14,10 @@ from serving.gateway import (
     Packed,
     RedisGateway,
     RedisUnavailable,
+    check_redis_version,
     open_client,
     pack_commands,
+    redis_version_supported,
     resp_template,
 )
 
@@ -148,3 +150,30 @@ def test_template_packed_reads_round_trip(redis_url, prefix):
         assert gateway.fetch_packed(*reads) == [[b"a", b"b"], [b"x"]]
     finally:
         client.delete(f"{prefix}:l", f"{prefix}:s")
+
+
+@pytest.mark.parametrize(
+    ("version", "supported"),
+    [
+        ("7.0.15", True),
+        ("6.2.14", True),
+        ("6.2", True),
+        ("10.0.1", True),
+        ("6.0.16", False),
+        ("5.0.7", False),
+        ("unknown", True),
+    ],
+)
+def test_the_oldest_redis_served_is_6_2(version, supported):
+    """Recent views use ZADD GT and ZRANGE REV (Redis 6.2): an older server answered every
+    recommendation degraded and every event 503, as if it were down."""
+    assert redis_version_supported(version) is supported
+
+
+def test_a_redis_new_enough_or_not_answering_is_not_refused(redis_url):
+    check_redis_version(redis.Redis.from_url(redis_url))  # the embedded 6.2 or $REDIS_URL's
+    server = RedisProcess()
+    server.start()
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=0.5)
+    server.close()
+    check_redis_version(client)  # down at start: judged by nothing, served degraded
