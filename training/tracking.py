@@ -112,7 +112,8 @@ def open_tracking(data_dir: str | os.PathLike, create: bool = True) -> Tracking:
         if create and moved:  # MLflow keeps the folder it was created with, by absolute path
             raise TrackingError(
                 f"the MLflow experiment {name!r} of {data_dir} keeps its artifacts in "
-                f"{experiment.artifact_location} (the data directory was copied or moved): "
+                f"{experiment.artifact_location} (the data directory was copied or moved, "
+                "or the experiment was made by other means): "
                 f"new runs would write there; set {EXPERIMENT_ENV} to another name to log "
                 "them in this directory"
             )
