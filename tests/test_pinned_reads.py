@@ -66,10 +66,11 @@ def test_a_pinned_view_keeps_its_version_while_other_processes_commit_twice(tmp_
         for table, frame in _tables(view).items():
             pd.testing.assert_frame_equal(frame, before[table])
         assert old_parts <= _part_files(root)
-    # the pin released, the next writer deletes what no manifest names any more
-    _generate(root, seed=4)
+    # the last pin released deletes what no manifest names any more, with no write after
     assert _part_files(root) == _named(DataStore(root).manifest())
     assert not old_parts & _part_files(root)
+    _generate(root, seed=4)
+    assert _part_files(root) == _named(DataStore(root).manifest())
 
 
 READER = """
@@ -327,3 +328,21 @@ def test_a_directory_whose_file_system_refuses_locks_is_still_read(tmp_path, mon
     monkeypatch.setattr(fcntl, "flock", no_locks)
     with data.pinned() as view:
         assert len(view.read("events")) == len(data.read("events")) > 0
+
+
+def test_replaced_parts_stay_until_the_last_pinned_reader_leaves(tmp_path):
+    """A writer keeps the parts it replaced while a job is pinned; they used to stay on
+    disk until some later write. Now the last reader to leave deletes them, not one
+    that leaves while another still reads."""
+    root = tmp_path / "shop"
+    _generate(root, seed=1)
+    store = DataStore(root)
+    with store.pinned() as first:
+        old_parts = _named(first.manifest())
+        _generate_in_a_process(root, seed=2)
+        with store.pinned() as second:
+            assert second.counts()["items"] == MORE_ITEMS
+        assert old_parts <= _part_files(root)  # the first still reads them
+        assert first.counts()["items"] == ITEMS and len(first.read("items")) == ITEMS
+    assert not old_parts & _part_files(root)
+    assert _part_files(root) == _named(store.manifest())

@@ -28,7 +28,8 @@ the deletions of a writer that holds the lock), a pinned job keeps its parts
 however long it reads (a publish that refits for minutes between two reads),
 and a reader killed outright holds nothing: the kernel drops its lock with
 its process. The cost is disk: replaced parts stay while any pinned reader is
-open, until the first write after the last one closes. The alternatives fail
+open; the last one to close deletes them (unless a writer is busy, which then
+does). The alternatives fail
 such jobs: readers sharing the writers' ``.lock`` would make an import wait
 for the longest job and a job for the longest import; retrying the whole
 pinned read, as a single unpinned ``DataStore.read`` does, would repeat
@@ -207,11 +208,13 @@ class DataStore(TableReader):
     def pinned(self) -> Iterator[StoreView]:
         """A read-only view of the manifest committed now, whose parts no writer
         deletes until the block ends (see the module docstring)."""
+        locked = False
         with ExitStack() as stack:
             manifest = {"tables": {}, "committed_at": None}
             if self.tables_dir.is_dir():  # else nothing is committed; a reader creates nothing
                 try:
                     stack.enter_context(_flock(self.tables_dir / READERS_LOCK, fcntl.LOCK_SH))
+                    locked = True
                 except OSError as exc:
                     # the lock file is missing and may not be created here (a read-only
                     # mount, another user's directory), or the file system refuses locks
@@ -225,6 +228,24 @@ class DataStore(TableReader):
                 yield view
             finally:
                 view._manifest = None
+        if locked:
+            self._tidy_after_readers()
+
+    def _tidy_after_readers(self) -> None:
+        """Delete the parts no manifest names when no pinned reader and no writer is
+        busy (each tried without waiting): those a writer kept for readers would
+        otherwise stay until the next write. A directory this process may not write
+        is left to a later writer."""
+        try:
+            with _flock(self.tables_dir / ".lock", fcntl.LOCK_EX | fcntl.LOCK_NB) as no_writer:
+                if not no_writer:  # a writer collects them when it commits
+                    return
+                readers = self.tables_dir / READERS_LOCK
+                with _flock(readers, fcntl.LOCK_EX | fcntl.LOCK_NB) as no_reader:
+                    if no_reader:
+                        self._delete_unnamed_parts()
+        except OSError:
+            pass
 
     # ---- writing ---------------------------------------------------------
     @contextmanager
