@@ -47,8 +47,18 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 OUR_MODELS = {
-    "temporal": ["popular", "buy-again", "itemknn", "als", "bpr", "ease", "ranker", "blend"],
-    "stratified": ["popular", "itemknn", "als", "bpr", "ease", "gfcf", "blend"],
+    "temporal": [
+        "popular",
+        "buy-again",
+        "itemknn",
+        "als",
+        "bpr",
+        "lightfm",
+        "ease",
+        "ranker",
+        "blend",
+    ],
+    "stratified": ["popular", "itemknn", "als", "bpr", "lightfm", "ease", "gfcf", "blend"],
 }
 DATASETS = {
     "retail": {"format": "online-retail", "protocol": "temporal"},
@@ -225,20 +235,26 @@ def our_rows(data, store, names: list[str], threads: int) -> list[dict]:
 
 
 def _with_threads(name: str, params: dict, threads: int) -> dict:
-    """``num_threads`` for the models (and blend parts) that take it."""
+    """``num_threads`` for the models (and blend parts) that take it, unless their
+    parameters set it or their own default is one thread (BPR and LightFM: Hogwild
+    SGD on several threads does not repeat), so that every row is what
+    ``recsys train`` gives."""
     import inspect
 
     from recsys.models.registry import MODELS
 
     def takes_threads(model: str) -> bool:
-        return "num_threads" in inspect.signature(MODELS[model].__init__).parameters
+        parameter = inspect.signature(MODELS[model].__init__).parameters.get("num_threads")
+        return parameter is not None and parameter.default != 1
 
     params = json.loads(json.dumps(params))
     if takes_threads(name):
-        params["num_threads"] = threads
+        params.setdefault("num_threads", threads)
     for part in params.get("parts", {}):
         if takes_threads(part):
-            params.setdefault("part_params", {}).setdefault(part, {})["num_threads"] = threads
+            params.setdefault("part_params", {}).setdefault(part, {}).setdefault(
+                "num_threads", threads
+            )
     return params
 
 
