@@ -46,12 +46,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "lightfm-defaults": ("lightfm", []),
     "lightfm-tuned": ("lightfm", LIGHTFM_TUNED),
     "lightfm-tuned-profile-14d": ("lightfm", [*LIGHTFM_TUNED, "profile_half_life_days=14"]),
+    "lightfm-tuned-demand": ("lightfm", [*LIGHTFM_TUNED, "new_users=demand"]),
 }
 DEFAULT_VARIANTS = (
     "popular-by-country",
     "trending-by-country",
     "lightfm-tuned",
     "lightfm-tuned-profile-14d",
+    "lightfm-tuned-demand",
 )
 SEEDED = {"lightfm"}
 

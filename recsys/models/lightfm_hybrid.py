@@ -17,6 +17,7 @@ from recsys.models.topn import top_n
 
 LOSSES = ("warp", "bpr", "logistic", "warp-kos")
 NORMALIZE_OPTIONS = (True, False, "users", "items")
+NEW_USER_OPTIONS = ("features", "demand")
 
 
 class LightFMRecommender(Recommender):
@@ -41,6 +42,14 @@ class LightFMRecommender(Recommender):
     recency of their events instead (each event ``0.5 ** (age_days /
     profile_half_life_days)`` at the context's reference time), so the side
     features learn what a market buys now while identities keep the history.
+
+    ``new_users`` says how a user with no history is scored: ``"features"``
+    sums the side features' LightFM embeddings; ``"demand"`` uses embeddings of
+    the same side features fitted after LightFM, over its item representations,
+    to what each profile's known users did recently (events weighted ``0.5 **
+    (age_days / demand_half_life_days)``, refunds left out; a softmax
+    likelihood with L2 weight ``demand_l2``: :mod:`recsys.models.profile_demand`).
+    Known users are scored as before either way.
     """
 
     name = "lightfm"
@@ -61,6 +70,9 @@ class LightFMRecommender(Recommender):
         profile_rows: float = 0.0,
         sample_weights: bool = False,
         profile_half_life_days: float | None = None,
+        new_users: str = "features",
+        demand_half_life_days: float = 7.0,
+        demand_l2: float = 1e-4,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -85,6 +97,10 @@ class LightFMRecommender(Recommender):
             raise ValueError("LightFM has no sample weights for loss='warp-kos'")
         if profile_half_life_days is not None and not profile_rows > 0:
             raise ValueError("profile_half_life_days weighs profile rows: set profile_rows > 0")
+        if new_users not in NEW_USER_OPTIONS:
+            raise ValueError(f"new_users must be one of {NEW_USER_OPTIONS}, got {new_users!r}")
+        if not demand_half_life_days > 0 or not demand_l2 >= 0:
+            raise ValueError("demand_half_life_days must be > 0 and demand_l2 >= 0")
         self.no_components = no_components
         self.loss = loss
         self.learning_rate = learning_rate
@@ -98,6 +114,9 @@ class LightFMRecommender(Recommender):
         self.profile_rows = profile_rows
         self.sample_weights = sample_weights
         self.profile_half_life_days = profile_half_life_days
+        self.new_users = new_users
+        self.demand_half_life_days = demand_half_life_days
+        self.demand_l2 = demand_l2
 
     # -- features -----------------------------------------------------------------
 
@@ -172,8 +191,41 @@ class LightFMRecommender(Recommender):
         self.user_biases_ = model.user_biases
         self.item_embeddings_ = model.item_embeddings
         self.item_biases_ = model.item_biases
+        self.demand_embeddings_ = None
         self._cache_item_representations()
+        if self.new_users == "demand":
+            self.demand_embeddings_ = self._fit_demand(user_side, context)
         return self
+
+    def _fit_demand(self, user_side: sp.csr_matrix, context: FitContext) -> np.ndarray:
+        """Side-feature embeddings fitted to each profile's recent demand (new_users="demand")."""
+        from recsys.models.profile_demand import distinct_profiles, fit_profile_demand
+        from recsys.models.time_decay import decay_weights
+
+        if user_side.shape[1] == 0:
+            raise ValueError('new_users="demand" needs context.user_features (e.g. country)')
+        if not context.has_events:
+            raise ValueError('new_users="demand" needs context events')
+        users = np.asarray(context.event_users, dtype=np.int64)
+        items = np.asarray(context.event_items, dtype=np.int64)
+        keep = (users >= 0) & (users < self.n_users_) & (items >= 0) & (items < self.n_items_)
+        if context.event_types is not None:
+            keep &= np.asarray(context.event_types, dtype=object) != "refund"
+        weights = decay_weights(
+            np.asarray(context.event_times)[keep],
+            context.events_reference_time(),
+            self.demand_half_life_days,
+        )
+        profiles, profile_of = distinct_profiles(user_side)
+        rows = profile_of[users[keep]]
+        known = rows >= 0
+        demand = sp.csr_matrix(
+            (weights[known], (rows[known], items[keep][known])),
+            shape=(profiles.shape[0], self.n_items_),
+        )
+        return fit_profile_demand(
+            profiles, demand, self._demand_items, self._item_bias, l2=self.demand_l2
+        )
 
     def _training_rows(
         self,
@@ -248,6 +300,8 @@ class LightFMRecommender(Recommender):
     def _cache_item_representations(self) -> None:
         self._item_vectors = np.asarray(self.item_features_ @ self.item_embeddings_, np.float32)
         self._item_bias = np.asarray(self.item_features_ @ self.item_biases_, np.float32)
+        # the item side of new_users="demand": vectors and the bias as one more dimension
+        self._demand_items = np.column_stack([self._item_vectors, self._item_bias])
 
     def _score_feature_rows(self, rows: sp.csr_matrix) -> np.ndarray:
         vectors = rows @ self.user_embeddings_
@@ -294,6 +348,10 @@ class LightFMRecommender(Recommender):
                 f"user_features has {user_features.shape[1]} columns, the model "
                 f"{len(self.user_feature_names_)}"
             )
+        if self.demand_embeddings_ is not None:
+            profile = np.asarray(sp.csr_matrix(user_features) @ self.demand_embeddings_)
+            scores = profile @ self._demand_items.T + self._item_bias[None, :]
+            return np.asarray(scores, dtype=np.float32)
         rows = self._with_identity(
             sp.csr_matrix(user_features, dtype=np.float32), self.n_users_, "user", cold=True
         )
@@ -358,6 +416,7 @@ class LightFMRecommender(Recommender):
             "user_biases_": self.user_biases_,
             "item_embeddings_": self.item_embeddings_,
             "item_biases_": self.item_biases_,
+            "demand_embeddings_": self.demand_embeddings_,
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
@@ -367,4 +426,6 @@ class LightFMRecommender(Recommender):
             setattr(self, key, sp.csr_matrix(state[key], dtype=np.float32))
         for key in ("user_embeddings_", "user_biases_", "item_embeddings_", "item_biases_"):
             setattr(self, key, np.asarray(state[key], dtype=np.float32))
+        demand = state.get("demand_embeddings_")  # absent: saved without new_users="demand"
+        self.demand_embeddings_ = None if demand is None else np.asarray(demand, np.float32)
         self._cache_item_representations()
