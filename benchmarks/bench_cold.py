@@ -47,6 +47,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "lightfm-tuned": ("lightfm", LIGHTFM_TUNED),
     "lightfm-tuned-profile-14d": ("lightfm", [*LIGHTFM_TUNED, "profile_half_life_days=14"]),
     "lightfm-tuned-demand": ("lightfm", [*LIGHTFM_TUNED, "new_users=demand"]),
+    "lightfm-tuned-demand-vectors": (
+        "lightfm",
+        [*LIGHTFM_TUNED, "new_users=demand", "demand_item_features=false"],
+    ),
 }
 DEFAULT_VARIANTS = (
     "popular-by-country",
@@ -54,6 +58,7 @@ DEFAULT_VARIANTS = (
     "lightfm-tuned",
     "lightfm-tuned-profile-14d",
     "lightfm-tuned-demand",
+    "lightfm-tuned-demand-vectors",
 )
 SEEDED = {"lightfm"}
 

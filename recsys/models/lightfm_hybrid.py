@@ -49,7 +49,10 @@ class LightFMRecommender(Recommender):
     to what each profile's known users did recently (events weighted ``0.5 **
     (age_days / demand_half_life_days)``, refunds left out; a softmax
     likelihood with L2 weight ``demand_l2``: :mod:`recsys.models.profile_demand`).
-    Known users are scored as before either way.
+    The item side is LightFM's item vectors and biases and, with
+    ``demand_item_features``, the items' own side features (category, brand,
+    tags, price band), so that a market's weight on a category can follow the
+    season. Known users are scored as before either way.
     """
 
     name = "lightfm"
@@ -73,6 +76,7 @@ class LightFMRecommender(Recommender):
         new_users: str = "features",
         demand_half_life_days: float = 7.0,
         demand_l2: float = 1e-4,
+        demand_item_features: bool = True,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -117,6 +121,7 @@ class LightFMRecommender(Recommender):
         self.new_users = new_users
         self.demand_half_life_days = demand_half_life_days
         self.demand_l2 = demand_l2
+        self.demand_item_features = demand_item_features
 
     # -- features -----------------------------------------------------------------
 
@@ -300,8 +305,13 @@ class LightFMRecommender(Recommender):
     def _cache_item_representations(self) -> None:
         self._item_vectors = np.asarray(self.item_features_ @ self.item_embeddings_, np.float32)
         self._item_bias = np.asarray(self.item_features_ @ self.item_biases_, np.float32)
-        # the item side of new_users="demand": vectors and the bias as one more dimension
-        self._demand_items = np.column_stack([self._item_vectors, self._item_bias])
+        # the item side of new_users="demand": vectors, the bias as one more dimension
+        # and (demand_item_features) the items' side features
+        parts = [sp.csr_matrix(np.column_stack([self._item_vectors, self._item_bias]))]
+        if self.demand_item_features and len(self.item_feature_names_):
+            n_identity = self.item_features_.shape[1] - len(self.item_feature_names_)
+            parts.append(self.item_features_[:, n_identity:])
+        self._demand_items = sp.csr_matrix(sp.hstack(parts, format="csr"), dtype=np.float32)
 
     def _score_feature_rows(self, rows: sp.csr_matrix) -> np.ndarray:
         vectors = rows @ self.user_embeddings_
@@ -350,7 +360,7 @@ class LightFMRecommender(Recommender):
             )
         if self.demand_embeddings_ is not None:
             profile = np.asarray(sp.csr_matrix(user_features) @ self.demand_embeddings_)
-            scores = profile @ self._demand_items.T + self._item_bias[None, :]
+            scores = (self._demand_items @ profile.T).T + self._item_bias[None, :]
             return np.asarray(scores, dtype=np.float32)
         rows = self._with_identity(
             sp.csr_matrix(user_features, dtype=np.float32), self.n_users_, "user", cold=True

@@ -6,10 +6,12 @@ side feature so that, for every distinct profile of the known users, the
 softmax over items of ``(profile @ E) @ W.T + bias`` matches what users of
 that profile took recently (recency-weighted events): a multinomial
 likelihood, each profile weighted by its share of the demand, with an L2
-penalty on ``E``. ``W`` (items x dims) and ``bias`` are the item side of an
-already fitted model (e.g. LightFM's item vectors, and its item biases as the
-last column of ``W`` so that each profile also learns how much popularity
-counts for it); items without demand still get scores through ``W``.
+penalty on ``E``. ``W`` (items x dims, dense or sparse) and ``bias`` are the
+item side of an already fitted model: e.g. LightFM's item vectors, its item
+biases as one more column (so that each profile also learns how much
+popularity counts for it) and the items' side features (so that it learns
+how much each category counts for it now); items without demand still get
+scores through ``W``.
 """
 
 from __future__ import annotations
@@ -57,10 +59,10 @@ def fit_profile_demand(
     """
     profiles = sp.csr_matrix(profiles, dtype=np.float64)
     demand = sp.csr_matrix(demand, dtype=np.float64)
-    if demand.shape[0] != profiles.shape[0] or demand.shape[1] != len(item_matrix):
+    if demand.shape[0] != profiles.shape[0] or demand.shape[1] != item_matrix.shape[0]:
         raise ValueError(
             f"demand is {demand.shape}, for {profiles.shape[0]} profiles and "
-            f"{len(item_matrix)} items"
+            f"{item_matrix.shape[0]} items"
         )
     if l2 < 0:
         raise ValueError(f"l2 must be >= 0, got {l2!r}")
@@ -72,9 +74,13 @@ def fit_profile_demand(
     x = profiles[keep]
     shares = sp.csr_matrix(sp.diags(1.0 / mass[keep]) @ demand[keep])
     weight = mass[keep] / mass[keep].sum()
-    w = np.asarray(item_matrix, dtype=np.float64)
+    w = (
+        sp.csr_matrix(item_matrix, dtype=np.float64)
+        if sp.issparse(item_matrix)
+        else np.asarray(item_matrix, dtype=np.float64)
+    )
     bias = np.asarray(item_bias, dtype=np.float64)
-    rows_per_block = max(1, _BLOCK_CELLS // max(len(w), 1))
+    rows_per_block = max(1, _BLOCK_CELLS // max(w.shape[0], 1))
 
     def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
         embeddings = flat.reshape(n_features, dims)
@@ -83,14 +89,14 @@ def fit_profile_demand(
         grad_projected = np.empty_like(projected)
         for start in range(0, len(keep), rows_per_block):
             block = slice(start, start + rows_per_block)
-            scores = projected[block] @ w.T + bias[None, :]
+            scores = np.asarray(w @ projected[block].T).T + bias[None, :]
             lse = logsumexp(scores, axis=1)
             target = shares[block]
             taken = np.asarray(target.multiply(scores).sum(axis=1)).ravel()
             value += float(weight[block] @ (lse - taken))
             prob = np.exp(scores - lse[:, None])
             residual = (prob - target.toarray()) * weight[block, None]
-            grad_projected[block] = residual @ w
+            grad_projected[block] = np.asarray(w.T @ residual.T).T
         grad = np.asarray(x.T @ grad_projected) + 2 * l2 * embeddings
         return value, grad.ravel()
 
