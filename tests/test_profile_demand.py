@@ -11,6 +11,8 @@ How far the fit can follow demand is bounded by LightFM's item vectors (here
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -18,7 +20,15 @@ import scipy.sparse as sp
 from recsys.models import FitContext, create_model, load_model
 from recsys.models.base import new_user_profiles as new_profiles
 from recsys.models.profile_demand import distinct_profiles, fit_profile_demand
-from tests.test_profile_recency import N_DE, N_FR, OLD_DE, RECENT_DE, RECENT_FR, recent_shop
+from tests.test_profile_recency import (
+    N_DE,
+    N_FR,
+    N_ITEMS,
+    OLD_DE,
+    RECENT_DE,
+    RECENT_FR,
+    recent_shop,
+)
 
 TUNED = {
     "no_components": 8,
@@ -102,6 +112,42 @@ def test_a_new_customer_gets_what_the_market_buys_now(seed):
     np.testing.assert_array_equal(
         demand.recommend(users, binary, N=10)[0], plain.recommend(users, binary, N=10)[0]
     )
+
+
+def _with_item_tags(context: FitContext) -> FitContext:
+    """The shop's items tagged as a catalog would: DE's recent items one tag, its old
+    favourites another, FR's recent items a third, the rest a fourth."""
+    tags = np.array(["summer"] * 5 + ["winter"] * 5 + ["garden"] * 5 + ["other"] * (N_ITEMS - 15))
+    names = ["tag=garden", "tag=other", "tag=summer", "tag=winter"]
+    features = np.column_stack([tags == name.split("=")[1] for name in names])
+    return dataclasses.replace(
+        context,
+        item_features=sp.csr_matrix(features.astype(np.float32)),
+        item_feature_names=names,
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_with_item_features_the_new_customer_list_is_exact(seed):
+    # the item side holds the tags, so DE's weight can move to this week's tag
+    matrix, context = recent_shop()
+    context = _with_item_tags(context)
+    binary = matrix.copy()
+    binary.data[:] = 1.0
+    params = {**TUNED, "sample_weights": False, "random_state": seed}
+    demand = create_model("lightfm", **params, new_users="demand").fit(binary, context=context)
+    plain = create_model("lightfm", **params).fit(binary, context=context)
+    markets = [{"country": "DE"}, {"country": "FR"}]
+    ids, _ = demand.recommend_new_users(markets, N=5)
+    assert set(ids[0]) == set(RECENT_DE) and set(ids[1]) == set(RECENT_FR)
+    ids, _ = plain.recommend_new_users(markets, N=5)
+    assert not set(ids[0]) & set(RECENT_DE)
+    # item vectors, the bias, then the four tags
+    assert demand._demand_items.shape == (N_ITEMS, TUNED["no_components"] + 1 + 4)
+    vectors_only = create_model(
+        "lightfm", **params, new_users="demand", demand_item_features=False
+    ).fit(binary, context=context)
+    assert vectors_only._demand_items.shape == (N_ITEMS, TUNED["no_components"] + 1)
 
 
 def test_demand_embeddings_survive_save_and_load(tmp_path):
