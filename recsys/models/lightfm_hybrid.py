@@ -305,6 +305,9 @@ class LightFMRecommender(Recommender):
     def _cache_item_representations(self) -> None:
         self._item_vectors = np.asarray(self.item_features_ @ self.item_embeddings_, np.float32)
         self._item_bias = np.asarray(self.item_features_ @ self.item_biases_, np.float32)
+        self._demand_items = None
+        if self.new_users != "demand":
+            return
         # the item side of new_users="demand": vectors, the bias as one more dimension
         # and (demand_item_features) the items' side features
         parts = [sp.csr_matrix(np.column_stack([self._item_vectors, self._item_bias]))]
