@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -169,6 +170,8 @@ class LightFMRecommender(Recommender):
         user_side, user_names = self._side_features(
             context.user_features, context.user_feature_names, self.n_users_, "user"
         )
+        if self.new_users == "demand":
+            _check_demand_inputs(user_side, context)
         self.item_feature_names_ = np.array(item_names, dtype=str)
         self.user_feature_names_ = np.array(user_names, dtype=str)
         self.item_features_ = self._with_identity(item_side, self.n_items_, "item")
@@ -197,6 +200,8 @@ class LightFMRecommender(Recommender):
         self.item_embeddings_ = model.item_embeddings
         self.item_biases_ = model.item_biases
         self.demand_embeddings_ = None
+        # raw (unnormalised) item side features: the demand fit's item side
+        self.item_side_ = item_side if self.new_users == "demand" else None
         self._cache_item_representations()
         if self.new_users == "demand":
             self.demand_embeddings_ = self._fit_demand(user_side, context)
@@ -207,10 +212,6 @@ class LightFMRecommender(Recommender):
         from recsys.models.profile_demand import distinct_profiles, fit_profile_demand
         from recsys.models.time_decay import decay_weights
 
-        if user_side.shape[1] == 0:
-            raise ValueError('new_users="demand" needs context.user_features (e.g. country)')
-        if not context.has_events:
-            raise ValueError('new_users="demand" needs context events')
         users = np.asarray(context.event_users, dtype=np.int64)
         items = np.asarray(context.event_items, dtype=np.int64)
         keep = (users >= 0) & (users < self.n_users_) & (items >= 0) & (items < self.n_items_)
@@ -228,8 +229,20 @@ class LightFMRecommender(Recommender):
             (weights[known], (rows[known], items[keep][known])),
             shape=(profiles.shape[0], self.n_items_),
         )
+        if not demand.nnz:
+            warnings.warn(
+                'new_users="demand": no event of a user with side features to fit; '
+                "new users get the item biases",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return fit_profile_demand(
-            profiles, demand, self._demand_items, self._item_bias, l2=self.demand_l2
+            profiles,
+            demand,
+            self._demand_items,
+            self._item_bias,
+            self._demand_features,
+            l2=self.demand_l2,
         )
 
     def _training_rows(
@@ -305,16 +318,15 @@ class LightFMRecommender(Recommender):
     def _cache_item_representations(self) -> None:
         self._item_vectors = np.asarray(self.item_features_ @ self.item_embeddings_, np.float32)
         self._item_bias = np.asarray(self.item_features_ @ self.item_biases_, np.float32)
-        self._demand_items = None
+        # the item side of new_users="demand": vectors, the bias as one more dimension
+        # and (demand_item_features) the items' raw side features
+        self._demand_items = self._demand_features = None
         if self.new_users != "demand":
             return
-        # the item side of new_users="demand": vectors, the bias as one more dimension
-        # and (demand_item_features) the items' side features
-        parts = [sp.csr_matrix(np.column_stack([self._item_vectors, self._item_bias]))]
-        if self.demand_item_features and len(self.item_feature_names_):
-            n_identity = self.item_features_.shape[1] - len(self.item_feature_names_)
-            parts.append(self.item_features_[:, n_identity:])
-        self._demand_items = sp.csr_matrix(sp.hstack(parts, format="csr"), dtype=np.float32)
+        self._demand_items = np.column_stack([self._item_vectors, self._item_bias])
+        side = getattr(self, "item_side_", None)
+        if self.demand_item_features and side is not None and side.shape[1]:
+            self._demand_features = sp.csr_matrix(side, dtype=np.float32)
 
     def _score_feature_rows(self, rows: sp.csr_matrix) -> np.ndarray:
         vectors = rows @ self.user_embeddings_
@@ -363,7 +375,10 @@ class LightFMRecommender(Recommender):
             )
         if self.demand_embeddings_ is not None:
             profile = np.asarray(sp.csr_matrix(user_features) @ self.demand_embeddings_)
-            scores = (self._demand_items @ profile.T).T + self._item_bias[None, :]
+            n_dense = self._demand_items.shape[1]
+            scores = profile[:, :n_dense] @ self._demand_items.T + self._item_bias[None, :]
+            if self._demand_features is not None:
+                scores += np.asarray(self._demand_features @ profile[:, n_dense:].T).T
             return np.asarray(scores, dtype=np.float32)
         rows = self._with_identity(
             sp.csr_matrix(user_features, dtype=np.float32), self.n_users_, "user", cold=True
@@ -407,6 +422,9 @@ class LightFMRecommender(Recommender):
             sp.csr_matrix(item_features, dtype=np.float32), n_identity, "item", cold=True
         )
         self.item_features_ = sp.csr_matrix(sp.vstack([self.item_features_, rows]))
+        if getattr(self, "item_side_", None) is not None:
+            raw = sp.csr_matrix(item_features, dtype=np.float32)
+            self.item_side_ = sp.csr_matrix(sp.vstack([self.item_side_, raw]))
         self.n_items_ += rows.shape[0]
         self._cache_item_representations()
 
@@ -430,6 +448,7 @@ class LightFMRecommender(Recommender):
             "item_embeddings_": self.item_embeddings_,
             "item_biases_": self.item_biases_,
             "demand_embeddings_": self.demand_embeddings_,
+            "item_side_": getattr(self, "item_side_", None),
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
@@ -441,4 +460,14 @@ class LightFMRecommender(Recommender):
             setattr(self, key, np.asarray(state[key], dtype=np.float32))
         demand = state.get("demand_embeddings_")  # absent: saved without new_users="demand"
         self.demand_embeddings_ = None if demand is None else np.asarray(demand, np.float32)
+        side = state.get("item_side_")
+        self.item_side_ = None if side is None else sp.csr_matrix(side, dtype=np.float32)
         self._cache_item_representations()
+
+
+def _check_demand_inputs(user_side: sp.csr_matrix, context: FitContext) -> None:
+    """new_users="demand" needs side features of the users and their events."""
+    if user_side.shape[1] == 0:
+        raise ValueError('new_users="demand" needs context.user_features (e.g. country)')
+    if not context.has_events:
+        raise ValueError('new_users="demand" needs context events')

@@ -6,15 +6,17 @@ side feature so that, for every distinct profile of the known users, the
 softmax over items of ``(profile @ E) @ W.T + bias`` matches what users of
 that profile took recently (recency-weighted events): a multinomial
 likelihood, each profile weighted by its share of the demand, with an L2
-penalty on ``E``. ``W`` (items x dims, dense or sparse) and ``bias`` are the
-item side of an already fitted model: e.g. LightFM's item vectors, its item
-biases as one more column (so that each profile also learns how much
-popularity counts for it) and the items' side features (so that it learns
-how much each category counts for it now); items without demand still get
-scores through ``W``.
+penalty on ``E``. ``W`` (items x dims: dense vectors, then sparse features)
+and ``bias`` are the item side of an already fitted model: e.g. LightFM's
+item vectors, its item biases as one more column (so that each profile also
+learns how much popularity counts for it) and the items' raw side features
+(so that it learns how much each category counts for it now); items without
+demand still get scores through ``W``.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -48,25 +50,33 @@ def fit_profile_demand(
     demand: sp.csr_matrix,
     item_matrix: np.ndarray,
     item_bias: np.ndarray,
+    item_features: sp.spmatrix | None = None,
     l2: float = 1e-4,
-    max_iter: int = 500,
+    max_iter: int = 2000,
 ) -> np.ndarray:
     """Feature embeddings ``E`` (features x dims) fitted to ``demand`` (profiles x items,
-    non-negative weights) over ``item_matrix`` (items x dims) and ``item_bias`` (items).
+    non-negative weights) over the item side ``[item_matrix | item_features]``
+    (items x dims: dense vectors, then optional sparse item features) and ``item_bias``.
 
     Profiles without demand are left out; with no demand at all ``E`` is zero (the
-    scores are then the item biases).
+    scores are then the item biases). Warns when L-BFGS stops before converging.
     """
     profiles = sp.csr_matrix(profiles, dtype=np.float64)
     demand = sp.csr_matrix(demand, dtype=np.float64)
-    if demand.shape[0] != profiles.shape[0] or demand.shape[1] != item_matrix.shape[0]:
+    dense = np.asarray(item_matrix, dtype=np.float64)
+    if demand.shape[0] != profiles.shape[0] or demand.shape[1] != dense.shape[0]:
         raise ValueError(
-            f"demand is {demand.shape}, for {profiles.shape[0]} profiles and "
-            f"{item_matrix.shape[0]} items"
+            f"demand is {demand.shape}, for {profiles.shape[0]} profiles and {dense.shape[0]} items"
         )
+    sparse = None
+    if item_features is not None and item_features.shape[1]:
+        sparse = sp.csr_matrix(item_features, dtype=np.float64)
+        if sparse.shape[0] != dense.shape[0]:
+            raise ValueError(f"item_features has {sparse.shape[0]} rows for {dense.shape[0]} items")
     if l2 < 0:
         raise ValueError(f"l2 must be >= 0, got {l2!r}")
-    n_features, dims = profiles.shape[1], item_matrix.shape[1]
+    n_features, n_dense = profiles.shape[1], dense.shape[1]
+    dims = n_dense + (sparse.shape[1] if sparse is not None else 0)
     mass = np.asarray(demand.sum(axis=1)).ravel()
     keep = np.flatnonzero(mass > 0)
     if not len(keep) or not n_features:
@@ -74,13 +84,14 @@ def fit_profile_demand(
     x = profiles[keep]
     shares = sp.csr_matrix(sp.diags(1.0 / mass[keep]) @ demand[keep])
     weight = mass[keep] / mass[keep].sum()
-    w = (
-        sp.csr_matrix(item_matrix, dtype=np.float64)
-        if sp.issparse(item_matrix)
-        else np.asarray(item_matrix, dtype=np.float64)
-    )
     bias = np.asarray(item_bias, dtype=np.float64)
-    rows_per_block = max(1, _BLOCK_CELLS // max(w.shape[0], 1))
+    rows_per_block = max(1, _BLOCK_CELLS // max(dense.shape[0], 1))
+
+    def item_scores(projected: np.ndarray) -> np.ndarray:
+        scores = projected[:, :n_dense] @ dense.T + bias[None, :]
+        if sparse is not None:
+            scores += np.asarray(sparse @ projected[:, n_dense:].T).T
+        return scores
 
     def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
         embeddings = flat.reshape(n_features, dims)
@@ -89,14 +100,16 @@ def fit_profile_demand(
         grad_projected = np.empty_like(projected)
         for start in range(0, len(keep), rows_per_block):
             block = slice(start, start + rows_per_block)
-            scores = np.asarray(w @ projected[block].T).T + bias[None, :]
+            scores = item_scores(projected[block])
             lse = logsumexp(scores, axis=1)
             target = shares[block]
             taken = np.asarray(target.multiply(scores).sum(axis=1)).ravel()
             value += float(weight[block] @ (lse - taken))
             prob = np.exp(scores - lse[:, None])
             residual = (prob - target.toarray()) * weight[block, None]
-            grad_projected[block] = np.asarray(w.T @ residual.T).T
+            grad_projected[block, :n_dense] = residual @ dense
+            if sparse is not None:
+                grad_projected[block, n_dense:] = np.asarray(sparse.T @ residual.T).T
         grad = np.asarray(x.T @ grad_projected) + 2 * l2 * embeddings
         return value, grad.ravel()
 
@@ -107,4 +120,10 @@ def fit_profile_demand(
         method="L-BFGS-B",
         options={"maxiter": max_iter},
     )
+    if not result.success:
+        warnings.warn(
+            f"profile demand fit stopped before converging: {result.message}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return result.x.reshape(n_features, dims).astype(np.float32)
