@@ -75,13 +75,20 @@ def generate(target: Path, users: int, items: int, days: int, seed: int) -> None
     generate_shop(store, users=users, items=items, days=days, seed=seed)
 
 
-def run_cutoff(data_dir: Path, cutoff: str | None, variants: list[str], seeds: list[int]):
-    """Train every variant (every seed) at one cut-off; rows with the paired differences."""
+def run_cutoff(
+    data_dir: Path,
+    cutoff: str | None,
+    variants: list[str],
+    seeds: list[int],
+    against: list[str] = (),
+):
+    """Train every variant (every seed) at one cut-off; rows with the paired differences
+    against the baseline (the first variant) and against each of ``against`` (the run
+    of the same seed, or the unseeded one)."""
     import mlflow
     import pandas as pd
 
     from recsys.data.store import DataStore
-    from recsys.evaluation.compare import paired_bootstrap, paired_metric
     from recsys.protocols import load_protocol
     from training.params import parse_sets
     from training.tracking import open_tracking
@@ -128,11 +135,29 @@ def run_cutoff(data_dir: Path, cutoff: str | None, variants: list[str], seeds: l
                     file=sys.stderr,
                     flush=True,
                 )
+    pair_rows(rows, against)
+    return {"split": split, "rows": rows}
+
+
+def pair_rows(rows: list[dict], against: list[str]) -> None:
+    """Add ``vs_baseline`` (against the first row) and ``vs`` (against each variant of
+    ``against``, same seed) to every row; drops the rows' per-user tables."""
+    from recsys.evaluation.compare import paired_bootstrap, paired_metric
+
+    def diff(a, b) -> dict:
+        d = paired_bootstrap(*paired_metric(a, b))
+        return {"mean": d.mean, "low": d.low, "high": d.high}
+
     baseline = rows[0]["per_user"]
     for row in rows:
-        diff = paired_bootstrap(*paired_metric(row.pop("per_user"), baseline))
-        row["vs_baseline"] = {"mean": diff.mean, "low": diff.low, "high": diff.high}
-    return {"split": split, "rows": rows}
+        row["vs_baseline"] = diff(row["per_user"], baseline)
+        row["vs"] = {}
+        for other in against:
+            refs = [r for r in rows if r["variant"] == other and r["seed"] in (row["seed"], None)]
+            if refs and other != row["variant"]:
+                row["vs"][other] = diff(row["per_user"], refs[0]["per_user"])
+    for row in rows:
+        row.pop("per_user")
 
 
 def table(result: dict, baseline: str) -> str:
@@ -154,6 +179,14 @@ def table(result: dict, baseline: str) -> str:
             cold = sum(row["cold_ndcg@10"] for row in runs) / len(runs)
             known = sum(row["known_ndcg@10"] for row in runs) / len(runs)
             lines.append(f"| {variant} | mean of {len(runs)} | {cold:.4f} | | {known:.4f} | |")
+    pairs = [
+        f"| {row['variant']} − {other} | {'' if row['seed'] is None else row['seed']} "
+        f"| {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] |"
+        for row in result["rows"]
+        for other, d in row.get("vs", {}).items()
+    ]
+    if pairs:
+        lines += ["", "| difference | seed | mean (95 % interval) |", "|---|---:|---|", *pairs]
     return "\n".join(lines)
 
 
@@ -177,9 +210,15 @@ def main(argv: list[str] | None = None) -> None:
         help=f"comma-separated, the first is the baseline; of {', '.join(VARIANTS)}",
     )
     parser.add_argument("--seeds", default="0,1,2", help="random_state of the seeded models")
+    parser.add_argument(
+        "--against",
+        default="trending-by-country,lightfm-tuned",
+        help="comma-separated variants every other one is also paired against (same seed)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     variants = args.variants.split(",")
+    against = [v for v in args.against.split(",") if v in variants]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
@@ -190,7 +229,9 @@ def main(argv: list[str] | None = None) -> None:
         data_dir = Path(args.data or args.scratch or tmp)
         if not args.data:
             generate(data_dir, args.users, args.items, args.days, args.shop_seed)
-        results = {str(c or "test"): run_cutoff(data_dir, c, variants, seeds) for c in cutoffs}
+        results = {
+            str(c or "test"): run_cutoff(data_dir, c, variants, seeds, against) for c in cutoffs
+        }
     if args.json:
         print(json.dumps({"variants": {v: VARIANTS[v] for v in variants}, "cutoffs": results}))
         return
