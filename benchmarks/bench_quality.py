@@ -236,9 +236,9 @@ def our_rows(data, store, names: list[str], threads: int) -> list[dict]:
 
 def _with_threads(name: str, params: dict, threads: int) -> dict:
     """``num_threads`` for the models (and blend parts) that take it, unless their
-    parameters set it or their own default is one thread (BPR and LightFM: Hogwild
-    SGD on several threads does not repeat), so that every row is what
-    ``recsys train`` gives."""
+    parameters set it (``bpr``'s defaults pin one thread) or their class default is
+    one thread (``lightfm``): Hogwild SGD on several threads does not repeat, and
+    every row should be what ``recsys train`` gives."""
     import inspect
 
     from recsys.models.registry import MODELS
