@@ -27,17 +27,9 @@ from tests.test_profile_recency import (
     OLD_DE,
     RECENT_DE,
     RECENT_FR,
+    TUNED,
     recent_shop,
 )
-
-TUNED = {
-    "no_components": 8,
-    "epochs": 10,
-    "normalize_features": "users",
-    "profile_rows": 1.0,
-    "sample_weights": True,
-    "num_threads": 1,
-}
 
 
 def test_distinct_profiles_groups_equal_rows_and_skips_empty_ones():

@@ -210,23 +210,13 @@ class LightFMRecommender(Recommender):
     def _fit_demand(self, user_side: sp.csr_matrix, context: FitContext) -> np.ndarray:
         """Side-feature embeddings fitted to each profile's recent demand (new_users="demand")."""
         from recsys.models.profile_demand import distinct_profiles, fit_profile_demand
-        from recsys.models.time_decay import decay_weights
 
-        users = np.asarray(context.event_users, dtype=np.int64)
-        items = np.asarray(context.event_items, dtype=np.int64)
-        keep = (users >= 0) & (users < self.n_users_) & (items >= 0) & (items < self.n_items_)
-        if context.event_types is not None:
-            keep &= np.asarray(context.event_types, dtype=object) != "refund"
-        weights = decay_weights(
-            np.asarray(context.event_times)[keep],
-            context.events_reference_time(),
-            self.demand_half_life_days,
-        )
+        users, items, weights = self._decayed_events(context, self.demand_half_life_days)
         profiles, profile_of = distinct_profiles(user_side)
-        rows = profile_of[users[keep]]
+        rows = profile_of[users]
         known = rows >= 0
         demand = sp.csr_matrix(
-            (weights[known], (rows[known], items[keep][known])),
+            (weights[known], (rows[known], items[known])),
             shape=(profiles.shape[0], self.n_items_),
         )
         if not demand.nnz:
@@ -291,21 +281,9 @@ class LightFMRecommender(Recommender):
         out), scaled to mean 1; a positive without events weighs as the least."""
         if context is None or not context.has_events:
             raise ValueError("profile_half_life_days needs context events")
-        from recsys.models.time_decay import decay_weights
-
-        event_users = np.asarray(context.event_users, dtype=np.int64)
-        event_items = np.asarray(context.event_items, dtype=np.int64)
-        keep = (event_users >= 0) & (event_users < self.n_users_)
-        keep &= (event_items >= 0) & (event_items < self.n_items_)
-        if context.event_types is not None:
-            keep &= np.asarray(context.event_types, dtype=object) != "refund"
-        decay = decay_weights(
-            np.asarray(context.event_times)[keep],
-            context.events_reference_time(),
-            self.profile_half_life_days,
-        )
+        event_users, event_items, decay = self._decayed_events(context, self.profile_half_life_days)
         recency = sp.csr_matrix(
-            (decay, (event_users[keep], event_items[keep])), shape=(self.n_users_, self.n_items_)
+            (decay, (event_users, event_items)), shape=(self.n_users_, self.n_items_)
         )[users]
         out = positive.copy()
         out.data = np.asarray(recency[positive.nonzero()], dtype=np.float32).ravel()
@@ -314,6 +292,23 @@ class LightFMRecommender(Recommender):
             out.data = np.maximum(out.data, floor)
             out.data /= out.data.mean()
         return out
+
+    def _decayed_events(
+        self, context: FitContext, half_life_days: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(user, item, ``0.5 ** (age_days / half_life_days)``) of the context's events of
+        known users and items, refunds left out."""
+        from recsys.models.time_decay import decay_weights
+
+        users = np.asarray(context.event_users, dtype=np.int64)
+        items = np.asarray(context.event_items, dtype=np.int64)
+        keep = (users >= 0) & (users < self.n_users_) & (items >= 0) & (items < self.n_items_)
+        if context.event_types is not None:
+            keep &= np.asarray(context.event_types, dtype=object) != "refund"
+        weights = decay_weights(
+            np.asarray(context.event_times)[keep], context.events_reference_time(), half_life_days
+        )
+        return users[keep], items[keep], weights
 
     def _cache_item_representations(self) -> None:
         self._item_vectors = np.asarray(self.item_features_ @ self.item_embeddings_, np.float32)
