@@ -14,7 +14,7 @@ from recsys.models.sparse_utils import (
     structure_mask,
     users_per_item,
 )
-from recsys.models.time_decay import decay_weights, latest_weight_matrix
+from recsys.models.time_decay import decayed_events, latest_weight_matrix
 
 #: Items the user has not bought score at most this (scaled popularity), so
 #: every bought item (scored in (1, 2]) comes first and lists stay full.
@@ -55,21 +55,11 @@ class BuyAgainRecommender(Recommender):
         if self.half_life_days is not None:
             if not context.has_events:
                 raise ValueError("half_life_days needs context events (event_users/items/times)")
-            users = np.asarray(context.event_users, dtype=np.int64)
-            items = np.asarray(context.event_items, dtype=np.int64)
-            inside = (users >= 0) & (users < self.n_users_) & (items >= 0)
-            inside &= items < self.n_items_
-            if context.event_types is not None:  # returning an item is no new interest
-                inside &= np.asarray(context.event_types, dtype=object) != "refund"
+            # refunds left out: returning an item is no new interest
+            users, items, weights = decayed_events(context, matrix.shape, self.half_life_days)
             # Floor the weights so that very old events stay stored entries.
-            weights = np.maximum(
-                decay_weights(
-                    context.event_times, context.events_reference_time(), self.half_life_days
-                ),
-                1e-30,
-            )
             self.recency_ = latest_weight_matrix(
-                users[inside], items[inside], weights[inside], matrix.shape
+                users, items, np.maximum(weights, 1e-30), matrix.shape
             )
         return self
 

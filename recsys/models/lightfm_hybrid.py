@@ -13,7 +13,9 @@ from lightfm import LightFM
 
 from recsys.features import user_feature_names
 from recsys.models.base import FitContext, Recommender
+from recsys.models.profile_demand import distinct_profiles, fit_profile_demand, profile_scores
 from recsys.models.sparse_utils import binarize
+from recsys.models.time_decay import decayed_events
 from recsys.models.topn import top_n
 
 LOSSES = ("warp", "bpr", "logistic", "warp-kos")
@@ -209,9 +211,10 @@ class LightFMRecommender(Recommender):
 
     def _fit_demand(self, user_side: sp.csr_matrix, context: FitContext) -> np.ndarray:
         """Side-feature embeddings fitted to each profile's recent demand (new_users="demand")."""
-        from recsys.models.profile_demand import distinct_profiles, fit_profile_demand
 
-        users, items, weights = self._decayed_events(context, self.demand_half_life_days)
+        users, items, weights = decayed_events(
+            context, (self.n_users_, self.n_items_), self.demand_half_life_days
+        )
         profiles, profile_of = distinct_profiles(user_side)
         rows = profile_of[users]
         known = rows >= 0
@@ -281,7 +284,9 @@ class LightFMRecommender(Recommender):
         out), scaled to mean 1; a positive without events weighs as the least."""
         if context is None or not context.has_events:
             raise ValueError("profile_half_life_days needs context events")
-        event_users, event_items, decay = self._decayed_events(context, self.profile_half_life_days)
+        event_users, event_items, decay = decayed_events(
+            context, (self.n_users_, self.n_items_), self.profile_half_life_days
+        )
         recency = sp.csr_matrix(
             (decay, (event_users, event_items)), shape=(self.n_users_, self.n_items_)
         )[users]
@@ -292,23 +297,6 @@ class LightFMRecommender(Recommender):
             out.data = np.maximum(out.data, floor)
             out.data /= out.data.mean()
         return out
-
-    def _decayed_events(
-        self, context: FitContext, half_life_days: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(user, item, ``0.5 ** (age_days / half_life_days)``) of the context's events of
-        known users and items, refunds left out."""
-        from recsys.models.time_decay import decay_weights
-
-        users = np.asarray(context.event_users, dtype=np.int64)
-        items = np.asarray(context.event_items, dtype=np.int64)
-        keep = (users >= 0) & (users < self.n_users_) & (items >= 0) & (items < self.n_items_)
-        if context.event_types is not None:
-            keep &= np.asarray(context.event_types, dtype=object) != "refund"
-        weights = decay_weights(
-            np.asarray(context.event_times)[keep], context.events_reference_time(), half_life_days
-        )
-        return users[keep], items[keep], weights
 
     def _cache_item_representations(self) -> None:
         self._item_vectors = np.asarray(self.item_features_ @ self.item_embeddings_, np.float32)
@@ -370,10 +358,9 @@ class LightFMRecommender(Recommender):
             )
         if self.demand_embeddings_ is not None:
             profile = np.asarray(sp.csr_matrix(user_features) @ self.demand_embeddings_)
-            n_dense = self._demand_items.shape[1]
-            scores = profile[:, :n_dense] @ self._demand_items.T + self._item_bias[None, :]
-            if self._demand_features is not None:
-                scores += np.asarray(self._demand_features @ profile[:, n_dense:].T).T
+            scores = profile_scores(
+                profile, self._demand_items, self._item_bias, self._demand_features
+            )
             return np.asarray(scores, dtype=np.float32)
         rows = self._with_identity(
             sp.csr_matrix(user_features, dtype=np.float32), self.n_users_, "user", cold=True

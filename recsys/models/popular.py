@@ -9,7 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.models.base import FitContext, Recommender
-from recsys.models.time_decay import decay_weights
+from recsys.models.time_decay import decayed_events
 
 BY_OPTIONS = ("global", "country")
 COUNT_OPTIONS = ("users", "weight")
@@ -101,15 +101,8 @@ class PopularRecommender(Recommender):
             return users, items, np.ones(len(users))
         if not context.has_events:
             raise ValueError("half_life_days needs context events (event_users/items/times)")
-        users = np.asarray(context.event_users, dtype=np.int64)
-        items = np.asarray(context.event_items, dtype=np.int64)
-        inside = (users < self.n_users_) & (items < self.n_items_) & (users >= 0) & (items >= 0)
-        if context.event_types is not None:  # a returned purchase makes nothing popular
-            inside &= np.asarray(context.event_types, dtype=object) != "refund"
-        weights = decay_weights(
-            context.event_times, context.events_reference_time(), self.half_life_days
-        )
-        return users[inside], items[inside], weights[inside]
+        # a returned purchase (refund) makes nothing popular
+        return decayed_events(context, (self.n_users_, self.n_items_), self.half_life_days)
 
     def _country_scores(self, users, items, weights) -> np.ndarray:
         n_countries = len(self.countries_)

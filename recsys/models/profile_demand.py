@@ -45,6 +45,21 @@ def distinct_profiles(side: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
     return sp.csr_matrix(side[first]), profile_of
 
 
+def profile_scores(
+    projected: np.ndarray,
+    item_matrix: np.ndarray,
+    item_bias: np.ndarray,
+    item_features: sp.spmatrix | None = None,
+) -> np.ndarray:
+    """Scores (profiles x items) of profile embeddings ``projected`` (``profile @ E``)
+    over the item side ``[item_matrix | item_features]`` plus ``item_bias``."""
+    n_dense = item_matrix.shape[1]
+    scores = projected[:, :n_dense] @ item_matrix.T + item_bias[None, :]
+    if item_features is not None:
+        scores += np.asarray(item_features @ projected[:, n_dense:].T).T
+    return scores
+
+
 def fit_profile_demand(
     profiles: sp.csr_matrix,
     demand: sp.csr_matrix,
@@ -87,12 +102,6 @@ def fit_profile_demand(
     bias = np.asarray(item_bias, dtype=np.float64)
     rows_per_block = max(1, _BLOCK_CELLS // max(dense.shape[0], 1))
 
-    def item_scores(projected: np.ndarray) -> np.ndarray:
-        scores = projected[:, :n_dense] @ dense.T + bias[None, :]
-        if sparse is not None:
-            scores += np.asarray(sparse @ projected[:, n_dense:].T).T
-        return scores
-
     def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
         embeddings = flat.reshape(n_features, dims)
         projected = np.asarray(x @ embeddings)  # profiles x dims
@@ -100,7 +109,7 @@ def fit_profile_demand(
         grad_projected = np.empty_like(projected)
         for start in range(0, len(keep), rows_per_block):
             block = slice(start, start + rows_per_block)
-            scores = item_scores(projected[block])
+            scores = profile_scores(projected[block], dense, bias, sparse)
             lse = logsumexp(scores, axis=1)
             target = shares[block]
             taken = np.asarray(target.multiply(scores).sum(axis=1)).ravel()

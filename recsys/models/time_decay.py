@@ -29,6 +29,24 @@ def decay_weights(times, reference_time, half_life_days: float) -> np.ndarray:
     return np.exp2(-np.clip(ages, 0.0, None) / half_life_days)
 
 
+def decayed_events(
+    context, shape: tuple[int, int], half_life_days: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, item, ``0.5 ** (age_days / half_life_days)``) of ``context``'s events
+    (a ``FitContext`` with events) whose user and item lie inside ``shape``;
+    ``refund`` events, when ``context.event_types`` names them, are left out: a
+    returned purchase is no new interest."""
+    users = np.asarray(context.event_users, dtype=np.int64)
+    items = np.asarray(context.event_items, dtype=np.int64)
+    inside = (users >= 0) & (users < shape[0]) & (items >= 0) & (items < shape[1])
+    if context.event_types is not None:
+        inside &= np.asarray(context.event_types, dtype=object) != "refund"
+    weights = decay_weights(
+        np.asarray(context.event_times)[inside], context.events_reference_time(), half_life_days
+    )
+    return users[inside], items[inside], weights
+
+
 def latest_weight_matrix(
     users: np.ndarray, items: np.ndarray, weights: np.ndarray, shape: tuple[int, int]
 ) -> sp.csr_matrix:
