@@ -14,7 +14,7 @@ the target and whether it is met.
 
     python benchmarks/bench_training.py \\
         --retail-source ../shared/data/online_retail/online_retail.csv.gz \\
-        --movielens-source ../shared/data/ml-100k --out /tmp/bench-training
+        --movielens-source ../shared/data/ml-100k --out bench-training
 """
 
 from __future__ import annotations
